@@ -1,0 +1,2 @@
+//! picloud binary
+fn main() {}

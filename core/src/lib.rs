@@ -1,0 +1,29 @@
+//! PiCloud's vocabulary, shared by the data plane (`picloud-worker`) and the control plane
+//! (`picloud-control`).
+//!
+//! Owns: the shapes of apps, scripts and routes ([`model`]), the one [`Limits`] type, the
+//! immutable [`Catalog`] snapshot that the data plane serves from, the [`Store`] trait every
+//! backing store implements, and error codes classified by [`Fault`].
+//!
+//! Does not own: any I/O, threads, HTTP, Rhai or database code. Everything here is plain data
+//! and pure functions, so both planes (and tests) can use it without pulling in a runtime.
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod error;
+pub mod limits;
+pub mod model;
+pub mod store;
+
+pub use catalog::{Catalog, CatalogApp, CatalogScript, Resolution, RouteTable};
+pub use error::{ErrorCode, Fault, LimitKind};
+pub use limits::{LimitOverrides, Limits};
+pub use model::{AppConfig, AppInfo, Method, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
+pub use store::{Script, Snapshot, SnapshotApp, Store, StoreError, StoreResult, Written};
+
+/// Content hash of a script source: lower-case hex SHA-256. Compiled ASTs are cached by it, so
+/// two versions with the same source share one compiled AST.
+pub fn content_hash(source: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(source.as_bytes()))
+}

@@ -1,0 +1,206 @@
+//! The one [`Limits`] type: every bound of a node, with units in the names.
+//!
+//! Owns: the defaults (from DESIGN.md), the hard maxima an app may not exceed, and the
+//! per-app [`LimitOverrides`] merged over the node's limits.
+//! Does not own: enforcement. The HTTP layer enforces the `http` bounds, the engine pool the
+//! script bounds; each enforcement point has a test that hits the bound.
+
+use serde::{Deserialize, Serialize};
+
+/// Every bound a node enforces. Built once from config ([`Limits::default`] plus knobs), then
+/// passed down by value; an app's effective limits are `node.with_overrides(&app.limits)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    // --- HTTP (node-wide) ---
+    /// Most request headers accepted; more → 431.
+    pub headers_max: usize,
+    /// Most bytes in the request line plus headers; more → 431.
+    pub header_bytes_max: usize,
+    /// Longest request target; longer → 414.
+    pub uri_bytes_max: usize,
+    /// Largest request body (after chunked decoding); larger → 413.
+    pub body_bytes_max: usize,
+    /// Time allowed to receive a request's line and headers once its first byte arrived.
+    pub header_read_timeout_ms: u64,
+    /// Time allowed between two reads of a request body.
+    pub body_read_timeout_ms: u64,
+    /// Time an idle keep-alive connection is kept open waiting for the next request.
+    pub idle_timeout_ms: u64,
+    /// Most open public connections; further connections are accepted and closed at once.
+    pub connections_max: usize,
+    /// How long a draining node waits for in-flight requests before exiting.
+    pub drain_timeout_ms: u64,
+
+    // --- engine pool (node-wide) ---
+    /// Jobs waiting for an engine thread; a full queue answers 503 `overloaded` at once.
+    pub queue_len_max: usize,
+    /// Compiled ASTs kept in the shared LRU cache.
+    pub ast_cache_entries_max: usize,
+
+    // --- script (per app, may be overridden) ---
+    /// Wall-clock deadline of one invocation; past it → 504 `timeout`.
+    pub timeout_ms: u64,
+    /// Rhai operations one invocation may run.
+    pub operations_max: u64,
+    /// Net heap bytes one invocation may allocate.
+    pub heap_bytes_max: usize,
+    /// Deepest function call nesting.
+    pub call_depth_max: usize,
+    /// Deepest expression nesting (at compile time).
+    pub expr_depth_max: usize,
+    /// Longest string a script may build.
+    pub string_bytes_max: usize,
+    /// Most elements in one array.
+    pub array_len_max: usize,
+    /// Most entries in one object map.
+    pub map_len_max: usize,
+    /// Most modules one invocation may load.
+    pub modules_max: usize,
+    /// Largest script source accepted by the admin API.
+    pub source_bytes_max: usize,
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            headers_max: 64,
+            header_bytes_max: 64 * KIB,
+            uri_bytes_max: 8 * KIB,
+            body_bytes_max: MIB,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            connections_max: 10_000,
+            drain_timeout_ms: 10_000,
+            queue_len_max: 256,
+            ast_cache_entries_max: 1024,
+            timeout_ms: 1_000,
+            operations_max: 10_000_000,
+            heap_bytes_max: 32 * MIB,
+            call_depth_max: 64,
+            expr_depth_max: 64,
+            string_bytes_max: MIB,
+            array_len_max: 100_000,
+            map_len_max: 100_000,
+            modules_max: 32,
+            source_bytes_max: MIB,
+        }
+    }
+}
+
+/// Hard maxima: neither node config nor an app override may go past these.
+pub mod max {
+    /// Longest wall-clock deadline (30 s, like PHP's default).
+    pub const TIMEOUT_MS: u64 = 30_000;
+    /// Largest request body a node may be configured for.
+    pub const BODY_BYTES: usize = 64 * super::MIB;
+    /// Largest per-invocation heap.
+    pub const HEAP_BYTES: usize = 1024 * super::MIB;
+    /// Most operations per invocation.
+    pub const OPERATIONS: u64 = 1_000_000_000;
+    /// Deepest call nesting; engine threads' stacks are sized for this.
+    pub const CALL_DEPTH: usize = 256;
+}
+
+/// Per-app overrides of the script limits, as stored with the app (`"limits": {...}` in the
+/// admin API). Unset fields inherit the node's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// See [`Limits::timeout_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// See [`Limits::operations_max`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operations_max: Option<u64>,
+    /// See [`Limits::heap_bytes_max`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_bytes_max: Option<usize>,
+    /// See [`Limits::call_depth_max`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_depth_max: Option<usize>,
+    /// See [`Limits::string_bytes_max`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub string_bytes_max: Option<usize>,
+    /// See [`Limits::array_len_max`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_len_max: Option<usize>,
+    /// See [`Limits::map_len_max`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_len_max: Option<usize>,
+}
+
+impl LimitOverrides {
+    /// Checks every set value is positive and within the hard maxima. Returns the offending
+    /// field's name and why.
+    pub fn validate(&self) -> Result<(), String> {
+        fn check(name: &str, v: Option<u64>, max: u64) -> Result<(), String> {
+            match v {
+                Some(0) => Err(format!("{name} must be positive")),
+                Some(v) if v > max => Err(format!("{name} must be at most {max}")),
+                _ => Ok(()),
+            }
+        }
+        let u = |v: Option<usize>| v.map(|v| v as u64);
+        check("timeout_ms", self.timeout_ms, max::TIMEOUT_MS)?;
+        check("operations_max", self.operations_max, max::OPERATIONS)?;
+        check("heap_bytes_max", u(self.heap_bytes_max), max::HEAP_BYTES as u64)?;
+        check("call_depth_max", u(self.call_depth_max), max::CALL_DEPTH as u64)?;
+        check("string_bytes_max", u(self.string_bytes_max), max::HEAP_BYTES as u64)?;
+        check("array_len_max", u(self.array_len_max), 100_000_000)?;
+        check("map_len_max", u(self.map_len_max), 100_000_000)?;
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// The effective limits of an app: the node's limits with the app's overrides applied.
+    pub fn with_overrides(&self, o: &LimitOverrides) -> Limits {
+        let mut l = self.clone();
+        l.timeout_ms = o.timeout_ms.unwrap_or(l.timeout_ms).min(max::TIMEOUT_MS);
+        l.operations_max = o.operations_max.unwrap_or(l.operations_max);
+        l.heap_bytes_max = o.heap_bytes_max.unwrap_or(l.heap_bytes_max);
+        l.call_depth_max = o.call_depth_max.unwrap_or(l.call_depth_max);
+        l.string_bytes_max = o.string_bytes_max.unwrap_or(l.string_bytes_max);
+        l.array_len_max = o.array_len_max.unwrap_or(l.array_len_max);
+        l.map_len_max = o.map_len_max.unwrap_or(l.map_len_max);
+        l
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_are_bounded() {
+        let node = Limits::default();
+        let o = LimitOverrides {
+            timeout_ms: Some(5_000),
+            ..Default::default()
+        };
+        assert_eq!(o.validate(), Ok(()));
+        assert_eq!(node.with_overrides(&o).timeout_ms, 5_000);
+        assert_eq!(node.with_overrides(&o).operations_max, node.operations_max);
+
+        let too_long = LimitOverrides {
+            timeout_ms: Some(max::TIMEOUT_MS + 1),
+            ..Default::default()
+        };
+        assert!(too_long.validate().is_err());
+        let zero = LimitOverrides {
+            heap_bytes_max: Some(0),
+            ..Default::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_override_fields_are_rejected() {
+        let r: Result<LimitOverrides, _> = serde_json::from_str(r#"{"timeout":5}"#);
+        assert!(r.is_err());
+    }
+}

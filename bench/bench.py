@@ -1,0 +1,404 @@
+#!/usr/bin/env python3
+"""PiCloud bench driver: throughput/latency of PiCloud against the ceiling, Node.js and Deno,
+the engine-overhead example, and the footprint. Normally started by bench/run.sh, which builds
+and installs what is needed first; run this directly to re-run without building.
+
+Every server runs the same three workloads at the same paths (/bench/hello, /bench/json,
+/bench/fib). For each (server, workload): a fresh server is started (pinned with taskset), its
+answer is checked, wrk warms it up for WARMUP seconds, then wrk runs RUNS times for DURATION
+seconds (pinned to core 1); the reported req/s, p50 and p99 are each the median over the runs;
+VmRSS and VmHWM are read after the last run, then the server is stopped.
+
+Output: bench/results/latest.json (machine-readable) and a markdown report on stdout;
+--write-results also writes bench/RESULTS.md. --report-only regenerates both from latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import footprint
+from benchlib import (BENCH, RESULTS, ROOT, WORKLOADS, Noise, NotReady, Target, check_answer,
+                      log, machine_info, proc_mem_kib, run_wrk, wait_quiet)
+
+# name -> (kind, cpus, PICLOUD_WORKERS, label)
+SERVERS = {
+    "ceiling": ("ceiling", "0", None,
+                "may_minihttp bare server (ceiling; json via serde_json, fib native Rust)"),
+    "node": ("node", "0", None, "Node.js `node:http`"),
+    "deno": ("deno", "0", None, "Deno `Deno.serve`"),
+    "picloud": ("picloud", "0", 1, "PiCloud, PICLOUD_WORKERS=1, taskset -c 0"),
+    "picloud-2core": ("picloud", "0,1", None,
+                      "PiCloud 2-core layout: default workers, taskset -c 0,1 (wrk shares core 1)"),
+}
+PARTS = list(SERVERS) + ["overhead", "footprint"]
+
+RATIOS = [
+    # (key, numerator server, denominator server, workload, target, label)
+    ("hello_vs_ceiling", "picloud", "ceiling", "hello", 0.70, "PiCloud hello / ceiling hello"),
+    ("json_vs_deno", "picloud", "deno", "json", 1.0, "PiCloud json / Deno json"),
+]
+
+# "other CPU" above this (% of the whole machine, max over runs) marks a run as disturbed.
+NOISY_PCT = 5.0
+
+WRK_LUA = {"json": BENCH / "wrk" / "json.lua"}
+
+
+def measure_workload(name: str, workload: str, cfg: dict) -> dict:
+    kind, cpus, workers, _ = SERVERS[name]
+    t = Target(kind, cpus, workers)
+    res: dict = {"status": "ok"}
+    if cfg.get("wait_quiet"):
+        wait_quiet(cfg["wait_quiet"])
+    try:
+        s = t.start()
+        t.setup()
+        bad = check_answer(t.base_url, workload)
+        if bad:
+            return {"status": "failed", "note": f"wrong answer, not measured: {bad}"}
+        url = f"{t.base_url}/bench/{workload}"
+        script = WRK_LUA.get(workload)
+        if cfg["warmup"] > 0:
+            run_wrk(url, cfg["warmup"], cfg["connections"], cfg["threads"], script, latency=False)
+        runs, raws = [], []
+        for _ in range(cfg["runs"]):
+            noise = Noise(s.pid)
+            r, raw = run_wrk(url, cfg["duration"], cfg["connections"], cfg["threads"], script)
+            r["other_cpu_pct"] = noise.pct()
+            runs.append(r)
+            raws.append(raw)
+        if not s.alive():
+            return {"status": "failed", "note": f"server died during the run (exit {s.proc.returncode})"}
+        res.update(proc_mem_kib(s.pid))
+        res["runs"] = runs
+        res["median"] = {k: statistics.median([r[k] for r in runs if r[k] is not None] or [0])
+                         for k in ("rps", "p50_us", "p99_us")}
+        res["other_cpu_pct_max"] = max(r["other_cpu_pct"] for r in runs)
+        res["errors"] = sum(r["non2xx"] + r["socket_errors"] for r in runs)
+        if res["errors"]:
+            res["note"] = f"{res['errors']} non-2xx responses or socket errors (see runs)"
+        raw_dir = RESULTS / "raw"
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        (raw_dir / f"{name}-{workload}.txt").write_text("\n\n".join(raws))
+        m = res["median"]
+        log(f"  {name:<14} {workload:<6} {m['rps']:>10.0f} req/s  p50 {m['p50_us']:.0f} us  "
+            f"p99 {m['p99_us']:.0f} us  RSS {res['rss_kib']} KiB  other CPU "
+            f"{res['other_cpu_pct_max']}%  (runs: "
+            + ", ".join(f"{r['rps']:.0f}" for r in runs) + ")")
+        return res
+    except NotReady as e:
+        return {"status": "skipped", "note": str(e)}
+    finally:
+        t.stop()
+
+
+def measure_server(name: str, cfg: dict) -> dict:
+    kind, cpus, workers, label = SERVERS[name]
+    out = {"label": label, "cpus": cpus, "workers": workers, "date": time.strftime("%Y-%m-%d %H:%M"),
+           "workloads": {}}
+    if kind == "picloud" and os.environ.get("BENCH_PICLOUD_BUILD_FAILED"):
+        out["status"] = "skipped"
+        out["note"] = "cargo build --release -p picloud-control failed (see run.sh output)"
+        log(f"{name}: skipped: {out['note']}")
+        return out
+    log(f"{name}: {label}")
+    for w in WORKLOADS:
+        r = measure_workload(name, w, cfg)
+        out["workloads"][w] = r
+        if r["status"] != "ok":
+            log(f"  {name} {w}: {r['status']}: {r['note']}")
+        if r["status"] == "skipped":  # the server cannot start: the other workloads cannot either
+            out["status"] = "skipped"
+            out["note"] = r["note"]
+            return out
+    st = {r["status"] for r in out["workloads"].values()}
+    out["status"] = "ok" if st == {"ok"} else ("failed" if "ok" not in st else "partial")
+    return out
+
+
+def run_overhead() -> dict:
+    """Run the engine_overhead example (direct AST eval vs through PiCloud) if it exists."""
+    ex = ROOT / "worker" / "examples" / "engine_overhead.rs"
+    if not ex.exists() and not (ROOT / "worker" / "examples" / "engine_overhead").is_dir():
+        return {"status": "skipped", "note": "worker/examples/engine_overhead.rs does not exist yet"}
+    log("overhead: building and running picloud-worker example engine_overhead (pinned to core 0)")
+    b = subprocess.run(["cargo", "build", "--release", "-p", "picloud-worker", "--example",
+                        "engine_overhead"], cwd=ROOT, capture_output=True, text=True)
+    if b.returncode != 0:
+        return {"status": "failed", "note": "example does not build", "output": b.stderr[-3000:]}
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    exe = (target if target.is_absolute() else ROOT / target) / "release" / "examples" / "engine_overhead"
+    try:
+        r = subprocess.run(["taskset", "-c", "0", str(exe)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "note": "example ran longer than 300 s"}
+    out = (r.stdout + ("\n" + r.stderr if r.stderr.strip() else "")).strip()
+    return {"status": "ok" if r.returncode == 0 else "failed", "exit": r.returncode, "output": out}
+
+
+def compute_ratios(servers: dict) -> dict:
+    out = {}
+    for key, num, den, w, target, label in RATIOS:
+        def rps(n):
+            wl = servers.get(n, {}).get("workloads", {}).get(w, {})
+            return wl.get("median", {}).get("rps") if wl.get("status") == "ok" else None
+        a, b = rps(num), rps(den)
+        v = round(a / b, 3) if a and b else None
+        out[key] = {"label": label, "value": v, "target": target,
+                    "met": (v >= target) if v is not None else None}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+def _fmt_us(us) -> str:
+    if us is None:
+        return "–"
+    if us >= 1_000_000:
+        return f"{us / 1_000_000:.2f} s"
+    if us >= 1000:
+        return f"{us / 1000:.2f} ms"
+    return f"{us:.0f} µs"
+
+
+def _fmt_kib(k) -> str:
+    return "–" if k is None else f"{k / 1024:.1f} MiB"
+
+
+def _yes(v) -> str:
+    return "pending" if v is None else ("yes" if v else "**no**")
+
+
+def render(results: dict) -> str:
+    cfg = results.get("config", {})
+    m = results.get("machine", {})
+    servers = results.get("servers", {})
+    L = []
+    L.append("# PiCloud bench results")
+    L.append("")
+    L.append("Generated by `bench/run.sh --write-results` from `bench/results/latest.json`; do not edit "
+             "by hand, rerun (see bench/README.md). \"pending\" = not measured in this run.")
+    L.append("")
+    L.append(f"Run: {results.get('date', 'pending')}. wrk `-t{cfg.get('threads', 1)} "
+             f"-c{cfg.get('connections', 32)} -d{cfg.get('duration', '?')}s --latency`, pinned to core 1 "
+             f"(`taskset -c 1`), after a {cfg.get('warmup', '?')} s warm-up; each number is the **median of "
+             f"{cfg.get('runs', '?')} runs** (req/s, p50 and p99 each taken separately). Servers pinned to "
+             "core 0 (`taskset -c 0`), a fresh server per workload; RSS = VmRSS after the runs, "
+             "peak = VmHWM. \"other CPU\" = CPU used by anything but the server and wrk during the "
+             "runs, in % of the whole machine (max over the runs): it should be near 0.")
+    L.append("")
+    noisy = sorted({n for n, srv in servers.items() for wl in srv.get("workloads", {}).values()
+                    if (wl.get("other_cpu_pct_max") or 0) > NOISY_PCT})
+    if noisy:
+        L.append(f"**Warning: the machine was busy** (other processes used more than {NOISY_PCT} % of it "
+                 f"during runs of: {', '.join(noisy)}; see the \"other CPU\" column): those numbers are "
+                 "lower and noisier than a quiet machine would give. Rerun on a quiet machine.")
+        L.append("")
+    L.append("## Machine")
+    L.append("")
+    if m:
+        L.append(f"- CPU: {m.get('cpu_model')} ({m.get('cpus')} CPUs, {m.get('architecture')}"
+                 + (f", hypervisor {m['hypervisor']}" if m.get("hypervisor") else "") + ")")
+        L.append(f"- Memory: {m.get('mem_total')}")
+        L.append(f"- Kernel: `{m.get('uname')}`")
+        v = m.get("versions", {})
+        L.append(f"- Tools: {v.get('rustc')}; node {v.get('node')}; {v.get('deno')}; {v.get('wrk')}; "
+                 f"python {v.get('python')}")
+        L.append(f"- Load average at start: {m.get('loadavg', '?')}")
+        L.append("- Full `lscpu` / `free -m` output: in `bench/results/latest.json` (`machine`).")
+    else:
+        L.append("pending")
+    L.append("")
+    L.append("## Throughput and latency")
+    L.append("")
+    for w in WORKLOADS:
+        title = {"hello": "hello — GET /bench/hello → `\"Hello, world\"`",
+                 "json": "json — POST /bench/json, 196-byte JSON → `{name, sum, count}`",
+                 "fib": "fib — GET /bench/fib → fib(20) = 6765 (recursive)"}[w]
+        L.append(f"### {title}")
+        L.append("")
+        L.append("| server | req/s | p50 | p99 | RSS after | peak RSS | runs (req/s) | other CPU | note |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |")
+        for name, (_, _, _, label) in SERVERS.items():
+            srv = servers.get(name, {})
+            wl = srv.get("workloads", {}).get(w)
+            shown = label
+            if name == "ceiling" and w == "fib":
+                shown += " — **native Rust fib, not a script**"
+            if not wl or wl.get("status") != "ok":
+                note = (wl or {}).get("note") or srv.get("note") or ""
+                note = note.splitlines()[0][:120] if note else ""
+                L.append(f"| {shown} | pending | | | | | | | {note} |")
+                continue
+            md = wl["median"]
+            runs = ", ".join(f"{r['rps']:.0f}" for r in wl["runs"])
+            L.append(f"| {shown} | {md['rps']:,.0f} | {_fmt_us(md['p50_us'])} | {_fmt_us(md['p99_us'])} | "
+                     f"{_fmt_kib(wl.get('rss_kib'))} | {_fmt_kib(wl.get('hwm_kib'))} | {runs} | "
+                     f"{wl.get('other_cpu_pct_max', '–')} % | {wl.get('note', '')} |")
+        L.append("")
+    L.append("The 2-core layout runs PiCloud on both cores with its default worker count while wrk "
+             "runs on core 1 too: wrk takes CPU from the server, so it is not comparable with the "
+             "single-core rows; it shows how the may-worker/engine-thread split behaves across cores.")
+    L.append("")
+    L.append("## Ratios (single-core layout)")
+    L.append("")
+    L.append("| ratio | value | target | met |")
+    L.append("| --- | ---: | ---: | --- |")
+    for key, _, _, _, target, label in RATIOS:
+        r = results.get("ratios", {}).get(key, {})
+        v = r.get("value")
+        L.append(f"| {label} | {'pending' if v is None else f'{v:.2f}'} | ≥ {target:.2f} | {_yes(r.get('met'))} |")
+    L.append("")
+    L.append("## Engine overhead: fib(20) through PiCloud vs the same AST evaluated directly")
+    L.append("")
+    L.append("Target: within 5 %. Output of `cargo run --release -p picloud-worker --example "
+             "engine_overhead` (pinned to core 0):")
+    L.append("")
+    ov = results.get("overhead", {})
+    if ov.get("output"):
+        L.append("```")
+        L.append(ov["output"].strip())
+        L.append("```")
+        if ov.get("status") != "ok":
+            L.append(f"\nstatus: {ov.get('status')} {ov.get('note', '')}")
+    else:
+        L.append(f"pending ({ov.get('note', 'not run')})")
+    L.append("")
+    L.append("## Footprint (PiCloud, default settings)")
+    L.append("")
+    fp = results.get("footprint", {})
+    T = footprint.TARGETS
+    if fp.get("status") == "ok":
+        i, c, r, im = fp["idle"], fp["conns"], fp["ready_ms"], fp["idle_mem"]
+        L.append(f"After {fp['traffic']['seconds']:g} s of hello traffic ({fp['traffic']['requests']:,} requests). "
+                 f"`{fp.get('ready_line', '')}`")
+        L.append("")
+        L.append("| measure | value | target | met |")
+        L.append("| --- | ---: | ---: | --- |")
+        L.append(f"| idle RSS after traffic (VmRSS) | {_fmt_kib(im['rss_kib'])} | | |")
+        L.append(f"| peak RSS so far (VmHWM) | {_fmt_kib(im['hwm_kib'])} | | |")
+        L.append(f"| CPU ticks, all {i['threads']} threads, {i['seconds']:g} s idle | {i['ticks']} | "
+                 f"{T['idle_ticks']} | {_yes(i['ticks'] <= T['idle_ticks'])} |")
+        L.append(f"| context switches, all threads, {i['seconds']:g} s idle | {i['switches']} | "
+                 f"≤ {T['idle_switches']} | {_yes(i['switches'] <= T['idle_switches'])} |")
+        L.append(f"| RSS with {c['n']} idle keep-alive connections | {_fmt_kib(c['rss_after_kib'])} | | |")
+        L.append(f"| RSS per connection ((RSS_{c['n']} − RSS_idle) / {c['n']}) | {c['per_conn_kib']:.1f} KiB | "
+                 f"≤ {T['per_conn_kib']:g} KiB | {_yes(c['per_conn_kib'] <= T['per_conn_kib'])} |")
+        L.append(f"| ticks / switches over 5 s idle with the {c['n']} connections open | "
+                 f"{c['idle_5s_ticks']} / {c['idle_5s_switches']} | | |")
+        L.append(f"| start-to-ready, empty data dir (median of {len(r['empty_runs'])}) | {r['empty_median']:.1f} ms | "
+                 f"≤ {T['ready_ms']:g} ms | {_yes(r['empty_median'] <= T['ready_ms'])} |")
+        L.append(f"| start-to-ready, data dir with the bench app (median of {len(r['populated_runs'])}) | "
+                 f"{r['populated_median']:.1f} ms | ≤ {T['ready_ms']:g} ms | "
+                 f"{_yes(r['populated_median'] <= T['ready_ms'])} |")
+        L.append("")
+        L.append(f"{c['answered_200']} of {c['n']} connections answered 200; {c['still_open']} still open "
+                 "when measured.")
+        L.append("")
+        L.append(f"Per thread over the {i['seconds']:g} s idle window:")
+        L.append("")
+        L.append("| thread | tid | ticks | switches | note |")
+        L.append("| --- | ---: | ---: | ---: | --- |")
+        for row in i["per_thread"]:
+            L.append(f"| `{row['name']}` | {row['tid']} | {row['ticks']} | {row['switches']} | {row['note']} |")
+    else:
+        L.append("| measure | value | target | met |")
+        L.append("| --- | ---: | ---: | --- |")
+        for label, tgt in [("idle RSS after traffic (VmRSS)", ""),
+                           ("CPU ticks, all threads, 30 s idle", f"{T['idle_ticks']}"),
+                           ("context switches, all threads, 30 s idle", f"≤ {T['idle_switches']}"),
+                           ("RSS with 1000 idle keep-alive connections", ""),
+                           ("RSS per connection", f"≤ {T['per_conn_kib']:g} KiB"),
+                           ("start-to-ready (median of 5)", f"≤ {T['ready_ms']:g} ms")]:
+            L.append(f"| {label} | pending | {tgt} | |")
+        if fp.get("note"):
+            L.append("")
+            L.append(f"Not measured: {fp['note'].splitlines()[0]}")
+    L.append("")
+    return "\n".join(L)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=8, help="seconds per wrk run (default 8)")
+    ap.add_argument("--warmup", type=float, default=2, help="seconds of unrecorded warm-up (default 2)")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    ap.add_argument("--idle", type=float, default=30, help="footprint idle window, seconds (default 30)")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                    help="before each measurement wait up to S seconds for the machine to be idle "
+                         "(< 5%% CPU): for shared machines (default 0: do not wait)")
+    ap.add_argument("--only", help=f"comma list of parts to run: {','.join(PARTS)}")
+    ap.add_argument("--skip", help="comma list of parts not to run")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 1 run of 2 s, 1 s warm-up, 5 s idle window")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep parts of the previous latest.json that this run does not measure")
+    ap.add_argument("--write-results", action="store_true", help="also write bench/RESULTS.md")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: regenerate the report from bench/results/latest.json")
+    a = ap.parse_args()
+
+    RESULTS.mkdir(exist_ok=True)
+    latest = RESULTS / "latest.json"
+    if a.report_only:
+        results = json.loads(latest.read_text())
+    else:
+        if a.quick:
+            a.runs, a.duration, a.warmup, a.idle = 1, 2, 1, 5
+        parts = a.only.split(",") if a.only else list(PARTS)
+        for p in parts + (a.skip.split(",") if a.skip else []):
+            if p not in PARTS:
+                ap.error(f"unknown part {p!r}; parts: {', '.join(PARTS)}")
+        if a.skip:
+            parts = [p for p in parts if p not in a.skip.split(",")]
+        results = json.loads(latest.read_text()) if a.merge and latest.exists() else {}
+        results["schema"] = 1
+        results["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        results["machine"] = machine_info()
+        results["config"] = {"runs": a.runs, "duration": a.duration, "warmup": a.warmup,
+                             "connections": a.connections, "threads": a.threads, "idle": a.idle,
+                             "quick": a.quick, "parts": parts}
+        results.setdefault("servers", {})
+        t0 = time.monotonic()
+        for name in SERVERS:
+            if name in parts:
+                results["servers"][name] = measure_server(name, vars(a))
+        if "overhead" in parts:
+            results["overhead"] = run_overhead()
+            log(f"overhead: {results['overhead']['status']} {results['overhead'].get('note', '')}")
+        if "footprint" in parts:
+            if os.environ.get("BENCH_PICLOUD_BUILD_FAILED"):
+                results["footprint"] = {"status": "skipped", "note": "picloud does not build"}
+            else:
+                results["footprint"] = footprint.run("picloud", idle_s=a.idle)
+                if results["footprint"]["status"] == "ok":
+                    print(footprint.summary(results["footprint"]), file=sys.stderr)
+        results["ratios"] = compute_ratios(results["servers"])
+        results["elapsed_s"] = round(time.monotonic() - t0, 1)
+        latest.write_text(json.dumps(results, indent=2) + "\n")
+        log(f"wrote {latest.relative_to(ROOT)} ({results['elapsed_s']} s of measuring)")
+
+    md = render(results)
+    print(md)
+    if a.write_results:
+        (BENCH / "RESULTS.md").write_text(md)
+        log("wrote bench/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

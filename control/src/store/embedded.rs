@@ -1,0 +1,730 @@
+//! The embedded store: [`Store`] on one redb database file in the data directory, the
+//! zero-setup default when no PostgreSQL URL is configured.
+//!
+//! Owns: the file (`DATA_DIR/picloud.redb`), its table layout and schema version, and keeping
+//! the trait's rules with redb transactions: every successful write is one write transaction
+//! that also bumps the global revision and commits with `Durability::Immediate`, so it is on
+//! disk when the call returns; every multi-table read runs in one read transaction, so it sees
+//! one revision.
+//! Does not own: validation of names, sources, hosts or route tables (callers validate with
+//! `picloud_core::model` first; odd names are stored as given and never cause a panic), the
+//! catalog built from a snapshot, or any cluster concern (one process owns the file; redb's
+//! file lock turns a second opener away with `Unavailable`).
+//!
+//! Tables (schema version [`SCHEMA_VERSION`]):
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `meta` | `&str` (`revision`, `schema_version`) | `u64` |
+//! | `apps` | app | JSON [`AppInfo`] (JSON so new config fields need no migration) |
+//! | `scripts` | (app, script) | (kind, current version, hash, updated_at_ms) |
+//! | `script_versions` | (app, script, version) | (created_at_ms, hash, source) |
+//! | `routes` | app | JSON `[Route]`, in stored order; absent = empty table |
+//! | `hosts` | host | app that claims it (one owner per host) |
+//! | `admin_tokens` | token hash | `()` |
+//!
+//! Keys are redb tuples rather than `app\0script` strings: tuples compare element by element,
+//! so no name (even one containing `\0`) can make two keys collide or leak into another app's
+//! range. All of an app's keys lie in `[(app, ..), (app + "\0", ..))`, because `app + "\0"` is
+//! the smallest string greater than `app`.
+//!
+//! Versions restart at 1 when a script is deleted and created again: deleting a script deletes
+//! its history (trait rule), so there is nothing left to number from. Same for a deleted and
+//! recreated app.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use picloud_core::model::{AppConfig, AppInfo, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
+use picloud_core::store::{Script, Snapshot, SnapshotApp, Store, StoreError, StoreResult, Written};
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE_NAME: &str = "picloud.redb";
+
+/// Version of the table layout described in the module docs. A file with another version is
+/// refused at open rather than misread; a future layout change adds a migration here.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Upper bound of redb's page cache. redb's default is 1 GiB, too much for a small board; the
+/// whole control-plane data set (scripts and routes) is normally a few MiB.
+pub const CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
+/// (app, script).
+type ScriptKey = (&'static str, &'static str);
+/// (kind, current version, hash, updated_at_ms).
+type ScriptRow = (&'static str, u64, &'static str, u64);
+/// (app, script, version).
+type VersionKey = (&'static str, &'static str, u64);
+/// (created_at_ms, hash, source).
+type VersionRow = (u64, &'static str, &'static str);
+const SCRIPTS: TableDefinition<ScriptKey, ScriptRow> = TableDefinition::new("scripts");
+const VERSIONS: TableDefinition<VersionKey, VersionRow> = TableDefinition::new("script_versions");
+const ROUTES: TableDefinition<&str, &str> = TableDefinition::new("routes");
+const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
+const ADMIN_TOKENS: TableDefinition<&str, ()> = TableDefinition::new("admin_tokens");
+
+const META_REVISION: &str = "revision";
+const META_SCHEMA_VERSION: &str = "schema_version";
+
+/// The embedded store. Cheap to share behind an `Arc`: redb serialises write transactions
+/// internally (one at a time, the next `begin_write` waits) and read transactions run
+/// concurrently with them, so no lock of our own is needed.
+pub struct EmbeddedStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir`: creates the directory, the database file
+    /// [`DB_FILE_NAME`] and its tables. `Unavailable` if the directory cannot be created or
+    /// another process (or another `EmbeddedStore` in this one) has the file open; `Internal`
+    /// if the file is damaged beyond redb's repair or has an unknown schema version.
+    pub fn open(dir: &Path) -> StoreResult<EmbeddedStore> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(DB_FILE_NAME);
+        // `create` opens an existing file (repairing it after a crash) or makes a new one.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES_MAX)
+            .create(&path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                    "data dir {} in use by another process (or already open in this one)",
+                    dir.display()
+                )),
+                other => {
+                    let e = db_err(other);
+                    let msg = format!("cannot open {}: {e}", path.display());
+                    match e {
+                        StoreError::Unavailable(_) => StoreError::Unavailable(msg),
+                        _ => StoreError::Internal(msg),
+                    }
+                }
+            })?;
+        let store = EmbeddedStore { db, path };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates every table and records the schema version on first open; checks it on later
+    /// ones. Not a revision bump: an empty store is at revision 0 whether or not its tables
+    /// exist yet.
+    fn init_schema(&self) -> StoreResult<()> {
+        let txn = self.begin_write()?;
+        let fresh = {
+            // Opening a table in a write transaction creates it; once committed, read
+            // transactions can open every table without a "does not exist" case.
+            let mut t = WriteTables::open(&txn)?;
+            let found = t
+                .meta
+                .get(META_SCHEMA_VERSION)
+                .map_err(db_err)?
+                .map(|g| g.value());
+            match found {
+                None => {
+                    t.meta
+                        .insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
+                        .map_err(db_err)?;
+                    true
+                }
+                Some(SCHEMA_VERSION) => false,
+                Some(other) => {
+                    return Err(StoreError::Internal(format!(
+                        "{} has schema version {other}; this picloud understands {SCHEMA_VERSION}",
+                        self.path.display()
+                    )));
+                }
+            }
+        };
+        // A file with our version already has every table; nothing to commit.
+        if fresh {
+            txn.commit().map_err(db_err)
+        } else {
+            txn.abort().map_err(db_err)
+        }
+    }
+
+    fn begin_write(&self) -> StoreResult<WriteTransaction> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        // Immediate is redb's default; set it anyway because "acknowledged = on disk" is a
+        // trait rule, not a default we want to inherit silently.
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Internal(format!("setting durability: {e}")))?;
+        Ok(txn)
+    }
+
+    /// Runs `change` in one write transaction. If it reports a change, the revision is bumped
+    /// in the same transaction and the transaction committed durably; if it reports none, or
+    /// fails, the transaction is aborted and the revision stays. Returns the value and the
+    /// revision the store is at afterwards.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&mut WriteTables<'_>) -> StoreResult<Outcome<T>>,
+    ) -> StoreResult<(T, u64)> {
+        let txn = self.begin_write()?;
+        let (value, revision, changed) = {
+            let mut t = WriteTables::open(&txn)?;
+            let current = read_revision(&t.meta)?;
+            // On `Err` the tables, then `txn`, are dropped here: redb aborts an uncommitted
+            // write transaction on drop, so a failed write leaves no trace.
+            match change(&mut t)? {
+                Outcome::Changed(v) => {
+                    let next = current.checked_add(1).ok_or_else(|| {
+                        StoreError::Internal("revision counter overflow".to_string())
+                    })?;
+                    t.meta.insert(META_REVISION, next).map_err(db_err)?;
+                    (v, next, true)
+                }
+                Outcome::Unchanged(v) => (v, current, false),
+            }
+        };
+        if changed {
+            txn.commit().map_err(db_err)?;
+        } else {
+            txn.abort().map_err(db_err)?;
+        }
+        Ok((value, revision))
+    }
+
+    /// Runs `read` in one read transaction, so everything it reads is at one revision.
+    fn read<T>(&self, read: impl FnOnce(&ReadTables) -> StoreResult<T>) -> StoreResult<T> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = ReadTables {
+            meta: txn.open_table(META).map_err(db_err)?,
+            apps: txn.open_table(APPS).map_err(db_err)?,
+            scripts: txn.open_table(SCRIPTS).map_err(db_err)?,
+            versions: txn.open_table(VERSIONS).map_err(db_err)?,
+            routes: txn.open_table(ROUTES).map_err(db_err)?,
+            tokens: txn.open_table(ADMIN_TOKENS).map_err(db_err)?,
+        };
+        read(&t)
+    }
+}
+
+/// What a write closure did: `Unchanged` writes (deleting something absent, re-adding a known
+/// token hash) commit nothing and do not bump the revision.
+enum Outcome<T> {
+    Changed(T),
+    Unchanged(T),
+}
+
+struct WriteTables<'t> {
+    meta: redb::Table<'t, &'static str, u64>,
+    apps: redb::Table<'t, &'static str, &'static str>,
+    scripts: redb::Table<'t, ScriptKey, ScriptRow>,
+    versions: redb::Table<'t, VersionKey, VersionRow>,
+    routes: redb::Table<'t, &'static str, &'static str>,
+    hosts: redb::Table<'t, &'static str, &'static str>,
+    tokens: redb::Table<'t, &'static str, ()>,
+}
+
+impl<'t> WriteTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> StoreResult<WriteTables<'t>> {
+        Ok(WriteTables {
+            meta: txn.open_table(META).map_err(db_err)?,
+            apps: txn.open_table(APPS).map_err(db_err)?,
+            scripts: txn.open_table(SCRIPTS).map_err(db_err)?,
+            versions: txn.open_table(VERSIONS).map_err(db_err)?,
+            routes: txn.open_table(ROUTES).map_err(db_err)?,
+            hosts: txn.open_table(HOSTS).map_err(db_err)?,
+            tokens: txn.open_table(ADMIN_TOKENS).map_err(db_err)?,
+        })
+    }
+}
+
+struct ReadTables {
+    meta: redb::ReadOnlyTable<&'static str, u64>,
+    apps: redb::ReadOnlyTable<&'static str, &'static str>,
+    scripts: redb::ReadOnlyTable<ScriptKey, ScriptRow>,
+    versions: redb::ReadOnlyTable<VersionKey, VersionRow>,
+    routes: redb::ReadOnlyTable<&'static str, &'static str>,
+    tokens: redb::ReadOnlyTable<&'static str, ()>,
+}
+
+// Read helpers, generic over read-only and write tables so reads inside a write transaction
+// (checks before a change) use the same code as plain reads.
+
+fn read_revision(meta: &impl ReadableTable<&'static str, u64>) -> StoreResult<u64> {
+    Ok(meta
+        .get(META_REVISION)
+        .map_err(db_err)?
+        .map(|g| g.value())
+        .unwrap_or(0))
+}
+
+fn read_app(
+    apps: &impl ReadableTable<&'static str, &'static str>,
+    app: &str,
+) -> StoreResult<Option<AppInfo>> {
+    match apps.get(app).map_err(db_err)? {
+        None => Ok(None),
+        Some(g) => serde_json::from_str(g.value())
+            .map(Some)
+            .map_err(|e| corrupt(&format!("app {app:?}"), e)),
+    }
+}
+
+fn require_app(
+    apps: &impl ReadableTable<&'static str, &'static str>,
+    app: &str,
+) -> StoreResult<AppInfo> {
+    read_app(apps, app)?.ok_or_else(|| app_not_found(app))
+}
+
+fn read_routes(
+    routes: &impl ReadableTable<&'static str, &'static str>,
+    app: &str,
+) -> StoreResult<Vec<Route>> {
+    match routes.get(app).map_err(db_err)? {
+        None => Ok(Vec::new()),
+        Some(g) => {
+            serde_json::from_str(g.value()).map_err(|e| corrupt(&format!("routes of {app:?}"), e))
+        }
+    }
+}
+
+fn script_info(name: &str, row: (&str, u64, &str, u64)) -> StoreResult<ScriptInfo> {
+    let (kind, version, hash, updated_at_ms) = row;
+    let kind = ScriptKind::parse(kind).ok_or_else(|| {
+        corrupt(
+            &format!("script {name:?}"),
+            format!("unknown kind {kind:?}"),
+        )
+    })?;
+    Ok(ScriptInfo {
+        name: name.to_string(),
+        kind,
+        version,
+        hash: hash.to_string(),
+        updated_at_ms,
+    })
+}
+
+fn read_script(
+    scripts: &impl ReadableTable<ScriptKey, ScriptRow>,
+    app: &str,
+    name: &str,
+) -> StoreResult<Option<ScriptInfo>> {
+    match scripts.get((app, name)).map_err(db_err)? {
+        None => Ok(None),
+        Some(g) => script_info(name, g.value()).map(Some),
+    }
+}
+
+/// The current version of each of `app`'s scripts, sorted by name (key order).
+fn list_app_scripts(
+    scripts: &impl ReadableTable<ScriptKey, ScriptRow>,
+    app: &str,
+) -> StoreResult<Vec<ScriptInfo>> {
+    let next = successor(app);
+    let mut out = Vec::new();
+    for entry in scripts
+        .range((app, "")..(next.as_str(), ""))
+        .map_err(db_err)?
+    {
+        let (k, v) = entry.map_err(db_err)?;
+        out.push(script_info(k.value().1, v.value())?);
+    }
+    Ok(out)
+}
+
+fn read_version_source(
+    versions: &impl ReadableTable<VersionKey, VersionRow>,
+    app: &str,
+    name: &str,
+    version: u64,
+) -> StoreResult<Option<String>> {
+    Ok(versions
+        .get((app, name, version))
+        .map_err(db_err)?
+        .map(|g| g.value().2.to_string()))
+}
+
+fn list_versions(
+    versions: &impl ReadableTable<VersionKey, VersionRow>,
+    app: &str,
+    name: &str,
+) -> StoreResult<Vec<ScriptVersionInfo>> {
+    let mut out = Vec::new();
+    for entry in versions
+        .range((app, name, 0)..=(app, name, u64::MAX))
+        .map_err(db_err)?
+    {
+        let (k, v) = entry.map_err(db_err)?;
+        let (created_at_ms, hash, _source) = v.value();
+        out.push(ScriptVersionInfo {
+            version: k.value().2,
+            hash: hash.to_string(),
+            created_at_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// A script's current version with its source, for `get_script` and `snapshot`.
+fn load_script(
+    versions: &impl ReadableTable<VersionKey, VersionRow>,
+    app: &str,
+    info: ScriptInfo,
+) -> StoreResult<Script> {
+    let source =
+        read_version_source(versions, app, &info.name, info.version)?.ok_or_else(|| {
+            corrupt(
+                &format!("script {app:?}/{:?}", info.name),
+                format!("current version {} has no source", info.version),
+            )
+        })?;
+    Ok(Script { info, source })
+}
+
+fn uses_script(routes: &[Route], name: &str) -> bool {
+    routes.iter().any(|r| r.script == name)
+}
+
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn revision(&self) -> StoreResult<u64> {
+        self.read(|t| read_revision(&t.meta))
+    }
+
+    fn snapshot(&self) -> StoreResult<Snapshot> {
+        self.read(|t| {
+            let revision = read_revision(&t.meta)?;
+            let mut apps = Vec::new();
+            for entry in t.apps.iter().map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                let name = k.value();
+                let app: AppInfo = serde_json::from_str(v.value())
+                    .map_err(|e| corrupt(&format!("app {name:?}"), e))?;
+                let scripts = list_app_scripts(&t.scripts, name)?
+                    .into_iter()
+                    .map(|info| load_script(&t.versions, name, info))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let routes = read_routes(&t.routes, name)?;
+                apps.push(SnapshotApp {
+                    app,
+                    scripts,
+                    routes,
+                });
+            }
+            Ok(Snapshot { revision, apps })
+        })
+    }
+
+    fn list_apps(&self) -> StoreResult<Vec<AppInfo>> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for entry in t.apps.iter().map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                out.push(
+                    serde_json::from_str(v.value())
+                        .map_err(|e| corrupt(&format!("app {:?}", k.value()), e))?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    fn get_app(&self, app: &str) -> StoreResult<Option<AppInfo>> {
+        self.read(|t| read_app(&t.apps, app))
+    }
+
+    fn put_app(&self, app: &str, config: &AppConfig) -> StoreResult<Written<AppInfo>> {
+        let ((value, created), revision) = self.write(|t| {
+            for host in &config.hosts {
+                let owner = t
+                    .hosts
+                    .get(host.as_str())
+                    .map_err(db_err)?
+                    .map(|g| g.value().to_string());
+                if let Some(owner) = owner
+                    && owner != app
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "host {host:?} is already claimed by app {owner:?}"
+                    )));
+                }
+            }
+            let old = read_app(&t.apps, app)?;
+            let now = now_ms();
+            let info = AppInfo {
+                name: app.to_string(),
+                config: config.clone(),
+                // An update keeps the creation time; `max` keeps updated >= created even if
+                // the wall clock stepped back since.
+                created_at_ms: old.as_ref().map_or(now, |o| o.created_at_ms),
+                updated_at_ms: old.as_ref().map_or(now, |o| now.max(o.created_at_ms)),
+            };
+            let json = serde_json::to_string(&info)
+                .map_err(|e| StoreError::Internal(format!("encoding app {app:?}: {e}")))?;
+            t.apps.insert(app, json.as_str()).map_err(db_err)?;
+            // Replace the app's host claims wholesale: drop every claim it holds, then claim
+            // the configured set. The hosts table is small (a few rows per app).
+            t.hosts.retain(|_, owner| owner != app).map_err(db_err)?;
+            for host in &config.hosts {
+                t.hosts.insert(host.as_str(), app).map_err(db_err)?;
+            }
+            Ok(Outcome::Changed((info, old.is_none())))
+        })?;
+        Ok(Written {
+            value,
+            created,
+            revision,
+        })
+    }
+
+    fn delete_app(&self, app: &str) -> StoreResult<bool> {
+        let (deleted, _) = self.write(|t| {
+            if t.apps.remove(app).map_err(db_err)?.is_none() {
+                return Ok(Outcome::Unchanged(false));
+            }
+            let next = successor(app);
+            t.scripts
+                .retain_in((app, "")..(next.as_str(), ""), |_, _| false)
+                .map_err(db_err)?;
+            t.versions
+                .retain_in((app, "", 0)..(next.as_str(), "", 0), |_, _| false)
+                .map_err(db_err)?;
+            t.routes.remove(app).map_err(db_err)?;
+            t.hosts.retain(|_, owner| owner != app).map_err(db_err)?;
+            Ok(Outcome::Changed(true))
+        })?;
+        Ok(deleted)
+    }
+
+    fn put_script(
+        &self,
+        app: &str,
+        name: &str,
+        kind: ScriptKind,
+        source: &str,
+    ) -> StoreResult<Written<ScriptInfo>> {
+        let ((value, created), revision) = self.write(|t| {
+            require_app(&t.apps, app)?;
+            if kind == ScriptKind::Module && uses_script(&read_routes(&t.routes, app)?, name) {
+                return Err(StoreError::Conflict(format!(
+                    "script {name:?} is used by a route of app {app:?}; it cannot become a module"
+                )));
+            }
+            let old = read_script(&t.scripts, app, name)?;
+            let version = match &old {
+                None => 1,
+                Some(o) => o.version.checked_add(1).ok_or_else(|| {
+                    StoreError::Internal(format!("version counter overflow for {name:?}"))
+                })?,
+            };
+            let hash = picloud_core::content_hash(source);
+            let now = now_ms();
+            t.scripts
+                .insert((app, name), (kind.as_str(), version, hash.as_str(), now))
+                .map_err(db_err)?;
+            t.versions
+                .insert((app, name, version), (now, hash.as_str(), source))
+                .map_err(db_err)?;
+            let info = ScriptInfo {
+                name: name.to_string(),
+                kind,
+                version,
+                hash,
+                updated_at_ms: now,
+            };
+            Ok(Outcome::Changed((info, old.is_none())))
+        })?;
+        Ok(Written {
+            value,
+            created,
+            revision,
+        })
+    }
+
+    fn get_script(&self, app: &str, name: &str) -> StoreResult<Option<Script>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            match read_script(&t.scripts, app, name)? {
+                None => Ok(None),
+                Some(info) => load_script(&t.versions, app, info).map(Some),
+            }
+        })
+    }
+
+    fn list_scripts(&self, app: &str) -> StoreResult<Vec<ScriptInfo>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            list_app_scripts(&t.scripts, app)
+        })
+    }
+
+    fn script_versions(&self, app: &str, name: &str) -> StoreResult<Vec<ScriptVersionInfo>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            if read_script(&t.scripts, app, name)?.is_none() {
+                return Err(script_not_found(app, name));
+            }
+            list_versions(&t.versions, app, name)
+        })
+    }
+
+    fn script_version_source(
+        &self,
+        app: &str,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<Option<String>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            read_version_source(&t.versions, app, name, version)
+        })
+    }
+
+    fn delete_script(&self, app: &str, name: &str) -> StoreResult<bool> {
+        let (deleted, _) = self.write(|t| {
+            require_app(&t.apps, app)?;
+            if read_script(&t.scripts, app, name)?.is_none() {
+                return Ok(Outcome::Unchanged(false));
+            }
+            if uses_script(&read_routes(&t.routes, app)?, name) {
+                return Err(StoreError::Conflict(format!(
+                    "script {name:?} is used by a route of app {app:?}"
+                )));
+            }
+            t.scripts.remove((app, name)).map_err(db_err)?;
+            t.versions
+                .retain_in((app, name, 0)..=(app, name, u64::MAX), |_, _| false)
+                .map_err(db_err)?;
+            Ok(Outcome::Changed(true))
+        })?;
+        Ok(deleted)
+    }
+
+    fn put_routes(&self, app: &str, routes: &[Route]) -> StoreResult<u64> {
+        let ((), revision) = self.write(|t| {
+            require_app(&t.apps, app)?;
+            for route in routes {
+                match read_script(&t.scripts, app, &route.script)? {
+                    None => {
+                        return Err(StoreError::Invalid(format!(
+                            "route {} {} names script {:?}, which app {app:?} does not have",
+                            route.method.as_str(),
+                            route.path,
+                            route.script
+                        )));
+                    }
+                    Some(s) if s.kind != ScriptKind::Endpoint => {
+                        return Err(StoreError::Invalid(format!(
+                            "route {} {} names script {:?}, which is a module, not an endpoint",
+                            route.method.as_str(),
+                            route.path,
+                            route.script
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+            if routes.is_empty() {
+                t.routes.remove(app).map_err(db_err)?;
+            } else {
+                let json = serde_json::to_string(routes)
+                    .map_err(|e| StoreError::Internal(format!("encoding routes: {e}")))?;
+                t.routes.insert(app, json.as_str()).map_err(db_err)?;
+            }
+            Ok(Outcome::Changed(()))
+        })?;
+        Ok(revision)
+    }
+
+    fn get_routes(&self, app: &str) -> StoreResult<Vec<Route>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            read_routes(&t.routes, app)
+        })
+    }
+
+    fn admin_token_hashes(&self) -> StoreResult<Vec<String>> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for entry in t.tokens.iter().map_err(db_err)? {
+                let (k, _) = entry.map_err(db_err)?;
+                out.push(k.value().to_string());
+            }
+            Ok(out)
+        })
+    }
+
+    fn add_admin_token_hash(&self, hash: &str) -> StoreResult<()> {
+        self.write(|t| {
+            if t.tokens.insert(hash, ()).map_err(db_err)?.is_some() {
+                // Already known: the insert rewrote the same row, but the transaction is
+                // aborted, so nothing is committed and the revision stays.
+                return Ok(Outcome::Unchanged(()));
+            }
+            Ok(Outcome::Changed(()))
+        })?;
+        Ok(())
+    }
+}
+
+/// The smallest string greater than `s` (`s` followed by NUL): the exclusive upper bound of
+/// the tuple keys whose first element is exactly `s`.
+fn successor(s: &str) -> String {
+    let mut next = String::with_capacity(s.len() + 1);
+    next.push_str(s);
+    next.push('\0');
+    next
+}
+
+fn now_ms() -> u64 {
+    // A clock before 1970 is a broken clock, not a reason to fail a write.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn app_not_found(app: &str) -> StoreError {
+    StoreError::NotFound(format!("app {app:?} does not exist"))
+}
+
+fn script_not_found(app: &str, name: &str) -> StoreError {
+    StoreError::NotFound(format!("script {name:?} does not exist in app {app:?}"))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("stored {what} is unreadable: {e}"))
+}
+
+/// redb's errors, by who can fix them: I/O trouble and a file held by someone else may pass
+/// (`Unavailable`, retry later); everything else is corruption or a bug (`Internal`).
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    let e: redb::Error = e.into();
+    match e {
+        redb::Error::Io(_)
+        | redb::Error::PreviousIo
+        | redb::Error::DatabaseClosed
+        | redb::Error::DatabaseAlreadyOpen
+        | redb::Error::LockProtocolMismatch
+        | redb::Error::Backend(_) => StoreError::Unavailable(e.to_string()),
+        other => StoreError::Internal(other.to_string()),
+    }
+}

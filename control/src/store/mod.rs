@@ -1,0 +1,13 @@
+//! The control plane's backing stores: implementations of [`picloud_core::Store`] and the
+//! conformance suite every implementation must pass.
+//!
+//! Owns: the embedded redb store ([`embedded`]) and the store-generic conformance checks
+//! ([`conformance`], compiled into the library so that every store's tests, in any crate, run
+//! the same checks).
+//! Does not own: the trait and its rules (`picloud_core::store`), name or route-table
+//! validation (callers do that before writing), or deciding which store a node uses (config).
+
+pub mod conformance;
+pub mod embedded;
+
+pub use embedded::EmbeddedStore;

@@ -1,1 +1,41 @@
-//! engine pool (in progress)
+//! The engine pool: where Rhai scripts run, sandboxed and bounded, off the request coroutines.
+//!
+//! Owns: the pinned engine threads and their bounded job queue ([`Pool`], [`Job`]), the sandbox
+//! every `rhai::Engine` is built with and the per-invocation budget (`sandbox.rs`), the
+//! process's counting global allocator behind the heap cap ([`CountingAlloc`]), the shared AST
+//! cache and save-time compile checks ([`AstCache`], [`compile_check`]), the script contract of
+//! API.md (`request` in, response out, failures as public JSON: [`ScriptRequest`],
+//! [`ScriptFailure`]) and the may-aware reply path ([`ReplyChannel`], [`ReplyTx`]).
+//!
+//! Does not own: routing and building jobs (the dispatcher), HTTP framing (`crate::http`), the
+//! error JSON shape (`crate::errors`), modules and the SDK services (later).
+//!
+//! Invariants: Rhai never runs on a coroutine (only engine threads with [`ENGINE_STACK_BYTES`]
+//! stacks evaluate); an `Engine` is never changed after it is built; every accepted job gets
+//! exactly one reply; a panic in a job answers 500 and the thread lives on.
+//!
+//! Known gap: Rhai recurses without bound over nested values when dropping, printing or
+//! comparing them, and none of its limits bounds nesting depth (an array nested 100k deep fits
+//! in the default size limits). Our own JSON writer is depth-bounded, and the large engine
+//! stack pushes the crash point far out, but a script that builds and prints a value nested
+//! tens of thousands deep can still overflow an engine thread's stack, which aborts the process.
+
+mod alloc;
+mod ast_cache;
+mod contract;
+mod pool;
+mod reply;
+mod sandbox;
+
+pub use alloc::CountingAlloc;
+pub use ast_cache::{AstCache, CompileError, compile_check};
+pub use contract::{ScriptFailure, ScriptRequest, form_decode};
+pub use pool::{ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, Job, Pool, PoolConfig, Submitter};
+pub use reply::{ReplyChannel, ReplyTx};
+pub use sandbox::CLOCK_CHECK_EVERY_OPS;
+
+/// The process's allocator: the system allocator with per-thread counting, so the engine can
+/// cap each invocation's heap. Declared here, it applies to every binary that links
+/// `picloud-worker` (the `picloud` binary, tests, examples).
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;

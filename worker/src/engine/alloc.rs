@@ -1,0 +1,168 @@
+//! [`CountingAlloc`]: the process's global allocator, counting the heap bytes each engine
+//! thread allocates while an invocation is "armed".
+//!
+//! Owns: the per-thread counters (net bytes and peak net bytes since arming) and the
+//! arm/disarm switch. Does not own: the cap itself or what happens when it is crossed (the
+//! sandbox's `on_progress` reads [`peak_bytes`] and ends the script; see `sandbox.rs`).
+//!
+//! Why a counting allocator: Rhai's own size limits have holes (a map of 900 KB strings passed
+//! every string/array/map limit until the process hit a 4 GB cap, DESIGN.md), so the only
+//! reliable per-invocation memory bound is to count what the invocation's thread allocates.
+//!
+//! Rules this file keeps, because it runs inside every allocation of the process:
+//! - it never allocates (the thread-local is `const`-initialised and holds only `Copy` data, so
+//!   touching it needs no lazy initialisation and registers no destructor);
+//! - it never panics (`try_with`, saturating arithmetic);
+//! - unarmed threads (the may workers, the control plane, tests' main threads) pay one
+//!   thread-local load and a branch per allocation, nothing else.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// The global allocator of every binary linking `picloud-worker`: [`System`] plus per-thread
+/// byte counting while armed. Declared `#[global_allocator]` in `engine/mod.rs`.
+///
+/// If bench/ later shows mimalloc (`no_thp`) is better, it goes *inside* this wrapper in place of
+/// `System`; the counting stays.
+pub struct CountingAlloc;
+
+/// Per-thread counter. `Copy` so that `Cell` gives whole-value loads and stores with no borrow
+/// flag and no destructor.
+#[derive(Clone, Copy)]
+struct Counter {
+    /// Counting only while an invocation runs on this thread.
+    armed: bool,
+    /// Bytes allocated minus bytes freed since arming. Negative when the invocation frees memory
+    /// allocated before it was armed (for example the request body it consumed).
+    net_bytes: isize,
+    /// Highest `net_bytes` seen since arming: the cap is checked against this, so a transient
+    /// spike between two checks is still caught.
+    peak_bytes: isize,
+}
+
+const IDLE: Counter = Counter {
+    armed: false,
+    net_bytes: 0,
+    peak_bytes: 0,
+};
+
+thread_local! {
+    static COUNTER: Cell<Counter> = const { Cell::new(IDLE) };
+}
+
+/// Adds `delta_bytes` to this thread's counter if it is armed.
+#[inline(always)]
+fn record(delta_bytes: isize) {
+    // `try_with` cannot fail for a const, destructor-free thread-local, but it costs nothing to
+    // be sure that an allocation during thread teardown never panics inside the allocator.
+    let _ = COUNTER.try_with(|cell| {
+        let mut c = cell.get();
+        if c.armed {
+            c.net_bytes = c.net_bytes.saturating_add(delta_bytes);
+            if c.net_bytes > c.peak_bytes {
+                c.peak_bytes = c.net_bytes;
+            }
+            cell.set(c);
+        }
+    });
+}
+
+/// Sizes fit in `isize` by `Layout`'s own invariant; saturate anyway rather than wrap.
+#[inline(always)]
+fn signed(bytes: usize) -> isize {
+    isize::try_from(bytes).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged and only adds
+// bookkeeping that neither allocates nor unwinds, so `System`'s guarantees carry over.
+unsafe impl GlobalAlloc for CountingAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract of `GlobalAlloc::alloc`.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            record(signed(layout.size()));
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract of `GlobalAlloc::alloc_zeroed`.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            record(signed(layout.size()));
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract of `GlobalAlloc::dealloc`.
+        unsafe { System.dealloc(ptr, layout) };
+        record(-signed(layout.size()));
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract of `GlobalAlloc::realloc`.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            record(signed(new_size) - signed(layout.size()));
+        }
+        p
+    }
+}
+
+/// Starts counting on this thread from zero. Called right before an invocation's `eval`.
+pub fn arm() {
+    COUNTER.with(|c| {
+        c.set(Counter {
+            armed: true,
+            net_bytes: 0,
+            peak_bytes: 0,
+        })
+    });
+}
+
+/// Stops counting on this thread and returns the peak net bytes since [`arm`]. Idempotent, so
+/// the engine calls it on every exit path including after a caught panic.
+pub fn disarm() -> isize {
+    COUNTER.with(|c| {
+        let peak_bytes = c.get().peak_bytes;
+        c.set(IDLE);
+        peak_bytes
+    })
+}
+
+/// Peak net bytes allocated on this thread since [`arm`] (0 when unarmed).
+#[inline]
+pub fn peak_bytes() -> isize {
+    COUNTER.with(|c| c.get().peak_bytes)
+}
+
+/// Net bytes allocated on this thread since [`arm`] (0 when unarmed).
+#[cfg(test)]
+pub fn net_bytes() -> isize {
+    COUNTER.with(|c| c.get().net_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_only_while_armed() {
+        let before = vec![0u8; 1000];
+        arm();
+        let v = vec![0u8; 10_000];
+        assert!(net_bytes() >= 10_000);
+        drop(v);
+        drop(before); // freed memory from before arming makes the net negative
+        assert!(net_bytes() < 0);
+        let peak = disarm();
+        assert!(peak >= 10_000);
+        let _w = vec![0u8; 50_000];
+        assert_eq!(peak_bytes(), 0);
+    }
+}

@@ -1,0 +1,405 @@
+//! The engine [`Pool`]: N pinned OS threads with large stacks, each owning frozen Rhai engines,
+//! fed by one bounded job queue; and the running of one [`Job`] under `catch_unwind`.
+//!
+//! Owns: thread lifecycle (spawn, core pinning, join on shutdown), the bounded queue and its
+//! never-blocking [`Pool::try_submit`], each thread's set of frozen engines ([`Engines`]), and
+//! the sequence of one invocation (AST lookup, scope, budget, eval, post-checks, response).
+//! Does not own: the sandbox settings and budget (`sandbox.rs`), the request/response contract
+//! (`contract.rs`), the reply primitive (`reply.rs`), or deciding what to run (the dispatcher).
+//!
+//! Lifecycle: `Pool` owns every `JoinHandle`; [`Submitter`]s (cheap clones handed to the
+//! dispatcher) share the queue's sender. Because a submitter may outlive the pool, dropping a
+//! sender cannot be the shutdown message; instead [`Pool::shutdown`] (or dropping the pool)
+//! marks the queue closed (every later `try_submit` fails at once → 503), then queues one
+//! `Exit` per thread behind the jobs already queued, so each thread finishes those jobs, takes
+//! its `Exit` and ends, and the pool joins every thread. A job that slipped in after the exits
+//! is dropped with the queue, and its `ReplyTx` answers 500 on drop: no waiter hangs. Idle
+//! threads are blocked in `recv` (a futex wait): zero CPU.
+
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use picloud_core::{CatalogApp, CatalogScript, Limits};
+use rhai::{Dynamic, Engine, Scope};
+
+use super::ast_cache::AstCache;
+use super::contract::{self, RequestObj, ScriptFailure, ScriptRequest, SizeCaps};
+use super::reply::ReplyTx;
+use super::sandbox::{self, EngineOptions, EngineProfile, build_engine};
+use crate::http::Response;
+
+/// Stack of each engine thread. Measured with `call_depth_max` = 256 (the hard maximum) and
+/// recursion whose every level also nests expressions to near `expr_depth_max` = 64: release
+/// builds needed 2.5 MiB, debug builds (tests) 14 MiB; plain recursion 2 / 12 MiB. 64 MiB gives
+/// release builds a 25x margin and debug builds 4x. It is virtual memory: only the pages a
+/// script actually touched become resident (a shallow script touches a few KiB). The margin
+/// also pushes back Rhai's own unbounded recursion over deeply nested values (dropping or
+/// printing an array nested 100k deep), which no limit of Rhai's stops; see the report in
+/// `engine/mod.rs`.
+pub const ENGINE_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most frozen engines an engine thread keeps for apps whose Rhai-checked limits differ from
+/// the node's (see `sandbox.rs`). Least recently used first out; rebuilding one costs
+/// microseconds, so this bounds memory, not correctness.
+pub const ENGINE_PROFILES_MAX: usize = 8;
+
+/// One script invocation to run. Built by the dispatcher on a coroutine; moved to an engine
+/// thread through the queue; its `reply` is consumed exactly once there.
+pub struct Job {
+    /// The app, with its effective limits and `debug` flag.
+    pub app: Arc<CatalogApp>,
+    /// The endpoint script (its `hash` keys the AST cache).
+    pub script: Arc<CatalogScript>,
+    /// What the script sees as `request`.
+    pub request: ScriptRequest,
+    /// Where the response goes.
+    pub reply: ReplyTx,
+}
+
+/// How to start a pool. [`Pool::start`] uses the defaults with a given number of workers.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Engine threads (at least one is started).
+    pub workers: usize,
+    /// Stack of each engine thread.
+    pub stack_bytes: usize,
+    /// Pin engine threads to cores (see [`Pool::start_with`] for the map).
+    pub pin_cores: bool,
+    /// Registers the panicking test hook `__picloud_test_panic()`. Tests only.
+    #[doc(hidden)]
+    pub test_hooks: bool,
+}
+
+impl PoolConfig {
+    /// Defaults: `workers` threads, [`ENGINE_STACK_BYTES`], pinned, no test hooks.
+    pub fn new(workers: usize) -> PoolConfig {
+        PoolConfig {
+            workers,
+            stack_bytes: ENGINE_STACK_BYTES,
+            pin_cores: true,
+            test_hooks: false,
+        }
+    }
+}
+
+/// What travels on the queue.
+enum Work {
+    Run(Job),
+    /// Ends the engine thread that takes it (one per thread, sent at shutdown).
+    Exit,
+}
+
+/// The queue's sending side, shared by the pool and every [`Submitter`].
+struct Queue {
+    tx: Sender<Work>,
+    /// Set once at shutdown; checked before every send so a closing pool refuses new work.
+    closed: AtomicBool,
+}
+
+/// A cheap, cloneable handle that submits jobs to a [`Pool`] (for the dispatcher). It does not
+/// keep the pool's threads alive: after [`Pool::shutdown`] every submit fails.
+#[derive(Clone)]
+pub struct Submitter(Arc<Queue>);
+
+impl Submitter {
+    /// Queues a job without ever blocking. A full queue (or a pool shutting down) gives the job
+    /// back: the caller answers 503 `overloaded` (and may `job.reply.cancel()`).
+    pub fn try_submit(&self, job: Job) -> Result<(), Job> {
+        // Relaxed: a submit racing with shutdown may still get in; it is then either run
+        // (queued before the exits) or dropped with the queue (its ReplyTx answers 500).
+        if self.0.closed.load(Ordering::Relaxed) {
+            return Err(job);
+        }
+        self.0.tx.try_send(Work::Run(job)).map_err(|e| match e {
+            TrySendError::Full(w) | TrySendError::Disconnected(w) => match w {
+                Work::Run(job) => job,
+                // We only ever try_send `Run`.
+                Work::Exit => unreachable!("try_submit sends only jobs"),
+            },
+        })
+    }
+
+    /// Jobs waiting in the queue (not counting those running).
+    pub fn queue_len(&self) -> usize {
+        self.0.tx.len()
+    }
+}
+
+/// The engine pool. See the module comment for its lifecycle.
+pub struct Pool {
+    queue: Submitter,
+    threads: Vec<JoinHandle<()>>,
+    ast_cache: Arc<AstCache>,
+}
+
+impl Pool {
+    /// Starts `workers` engine threads with the node's `limits` (queue length, AST cache size,
+    /// default engine profile). Panics only if the OS refuses to create a thread at start-up.
+    pub fn start(workers: usize, limits: &Limits) -> Pool {
+        match Pool::start_with(PoolConfig::new(workers), limits) {
+            Ok(pool) => pool,
+            Err(e) => panic!("cannot start the engine pool: {e}"),
+        }
+    }
+
+    /// Starts a pool. Core map: with `c` ≥ 2 cores, engine thread `i` is pinned to core
+    /// `(i + 1) % c`, so core 0 is left to the may I/O worker until there are more engine
+    /// threads than other cores (then threads share cores round-robin). With one core nothing
+    /// is pinned. Pinning failures are logged and ignored: pinning is an optimisation.
+    pub fn start_with(config: PoolConfig, limits: &Limits) -> io::Result<Pool> {
+        let workers = config.workers.max(1);
+        let options = EngineOptions {
+            test_hooks: config.test_hooks,
+        };
+        let ast_cache = Arc::new(AstCache::with_options(limits, options));
+        let (tx, rx) = crossbeam_channel::bounded(limits.queue_len_max);
+        let cores = if config.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let node_profile = EngineProfile::of(limits);
+        let mut pool = Pool {
+            queue: Submitter(Arc::new(Queue {
+                tx,
+                closed: AtomicBool::new(false),
+            })),
+            threads: Vec::with_capacity(workers),
+            ast_cache,
+        };
+        for i in 0..workers {
+            let core = (cores.len() >= 2).then(|| cores[(i + 1) % cores.len()]);
+            let rx: Receiver<Work> = rx.clone();
+            let cache = pool.ast_cache.clone();
+            let handle = thread::Builder::new()
+                .name(format!("picloud-engine-{i}"))
+                .stack_size(config.stack_bytes)
+                .spawn(move || {
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core)
+                    {
+                        log::warn!("engine thread {i}: could not pin to core {}", core.id);
+                    }
+                    engine_main(&rx, &cache, node_profile, options);
+                });
+            match handle {
+                Ok(h) => pool.threads.push(h),
+                // Dropping `pool` here closes the queue and joins the threads already started.
+                Err(e) => return Err(e),
+            }
+        }
+        log::info!(
+            "engine pool started: {workers} threads, queue {}, stack {} MiB",
+            limits.queue_len_max,
+            config.stack_bytes / (1024 * 1024)
+        );
+        Ok(pool)
+    }
+
+    /// Queues a job without ever blocking; see [`Submitter::try_submit`].
+    pub fn try_submit(&self, job: Job) -> Result<(), Job> {
+        self.queue.try_submit(job)
+    }
+
+    /// A handle for submitting jobs from elsewhere (the dispatcher).
+    pub fn submitter(&self) -> Submitter {
+        self.queue.clone()
+    }
+
+    /// Jobs waiting in the queue (not counting those running).
+    pub fn queue_len(&self) -> usize {
+        self.queue.queue_len()
+    }
+
+    /// Number of engine threads.
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// The shared AST cache (for warming after a catalog swap and save-time compiles).
+    pub fn ast_cache(&self) -> Arc<AstCache> {
+        self.ast_cache.clone()
+    }
+
+    /// Refuses new jobs, lets the threads finish the jobs already queued, and joins them. Takes
+    /// as long as those jobs take (each bounded by its app's deadline).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let queue = &self.queue.0;
+        queue.closed.store(true, Ordering::Relaxed);
+        for _ in 0..self.threads.len() {
+            // Blocking send: when the queue is full this waits for the threads to drain it,
+            // which they do (they are alive and never wait on us). FIFO puts every exit behind
+            // the jobs already queued. Cannot fail: the threads hold receivers until they exit,
+            // and each takes exactly one `Exit`.
+            let _ = queue.tx.send(Work::Exit);
+        }
+        for h in self.threads.drain(..) {
+            // A thread only ends by panicking outside `catch_unwind` (a bug); its jobs' replies
+            // were sent by `ReplyTx`'s drop fallback. Nothing more to do here.
+            if h.join().is_err() {
+                log::error!("an engine thread panicked outside a job");
+            }
+        }
+    }
+}
+
+/// An engine thread's frozen engines: the node's profile, built at thread start, plus up to
+/// [`ENGINE_PROFILES_MAX`] others built on first use. None is ever modified after building.
+struct Engines {
+    options: EngineOptions,
+    node_profile: EngineProfile,
+    node: Engine,
+    /// Most recently used first.
+    others: Vec<(EngineProfile, Engine)>,
+}
+
+impl Engines {
+    fn new(node_profile: EngineProfile, options: EngineOptions) -> Engines {
+        Engines {
+            options,
+            node_profile,
+            node: build_engine(&node_profile, options),
+            others: Vec::new(),
+        }
+    }
+
+    fn for_limits(&mut self, limits: &Limits) -> &Engine {
+        let profile = EngineProfile::of(limits);
+        if profile == self.node_profile {
+            return &self.node;
+        }
+        match self.others.iter().position(|(p, _)| *p == profile) {
+            Some(0) => {}
+            Some(i) => {
+                let hit = self.others.remove(i);
+                self.others.insert(0, hit);
+            }
+            None => {
+                self.others
+                    .insert(0, (profile, build_engine(&profile, self.options)));
+                self.others.truncate(ENGINE_PROFILES_MAX);
+            }
+        }
+        &self.others[0].1
+    }
+}
+
+/// The body of an engine thread: take a job, run it, reply; until the queue is closed.
+fn engine_main(
+    rx: &Receiver<Work>,
+    cache: &AstCache,
+    node_profile: EngineProfile,
+    options: EngineOptions,
+) {
+    let mut engines = Engines::new(node_profile, options);
+    // `recv` blocks in the kernel while the queue is empty. It cannot fail while the pool lives
+    // (the pool holds a sender); `Exit` is the shutdown message.
+    while let Ok(Work::Run(job)) = rx.recv() {
+        let Job {
+            app,
+            script,
+            request,
+            reply,
+        } = job;
+        let resp = run_job(&mut engines, cache, &app, &script, request);
+        reply.send(resp);
+    }
+}
+
+/// Runs one invocation and always produces a response. A panic anywhere in it (a bug in a
+/// native function, in our conversion code, in Rhai) is caught: the request gets 500
+/// `internal`, and the thread goes on with the next job.
+fn run_job(
+    engines: &mut Engines,
+    cache: &AstCache,
+    app: &CatalogApp,
+    script: &CatalogScript,
+    request: ScriptRequest,
+) -> Response {
+    let request_id = request.id.clone();
+    // AssertUnwindSafe: after a panic we reset the only state shared across jobs that a panic
+    // could leave half-done (the thread-local budget and allocator arming, below). The engines
+    // are not modified by running a script (the string interner is behind its own lock), and the
+    // AST cache's mutex is never held across code that can panic.
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        invoke(engines, cache, app, script, request, &request_id)
+    }));
+    // Always, because a panic skips the call inside `invoke`. Idempotent.
+    sandbox::end_invocation();
+    match outcome {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(failure)) => failure.into_response(&request_id, app.debug),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::error!(
+                "request {request_id}: app {} script {} v{}: job panicked: {what}",
+                app.name,
+                script.name,
+                script.version
+            );
+            ScriptFailure::Internal.into_response(&request_id, app.debug)
+        }
+    }
+}
+
+fn invoke(
+    engines: &mut Engines,
+    cache: &AstCache,
+    app: &CatalogApp,
+    script: &CatalogScript,
+    request: ScriptRequest,
+    request_id: &str,
+) -> Result<Response, ScriptFailure> {
+    // Compiles on a miss, here on the engine thread (big stack, off the coroutines).
+    let ast = cache
+        .get_or_compile(&script.hash, &script.source)
+        .map_err(|e| {
+            ScriptFailure::script(
+                format!("script does not compile: {}", e.message),
+                (e.line > 0).then_some(e.line),
+            )
+        })?;
+    let engine = engines.for_limits(&app.limits);
+    let mut scope = Scope::new();
+    scope.push_constant(
+        "request",
+        RequestObj::new(request, SizeCaps::of(&app.limits)),
+    );
+
+    // Budget and heap counting cover exactly the evaluation (including lazy request fields
+    // built during it), not the queue wait or the response conversion.
+    sandbox::begin_invocation(&app.limits);
+    let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
+    let usage = sandbox::end_invocation();
+
+    log::trace!(
+        target: "picloud::engine",
+        "request {request_id}: heap peak {} bytes",
+        usage.heap_peak_bytes
+    );
+    let value = result.map_err(|e| ScriptFailure::from_eval(&e))?;
+    // Post-checks: the last few operations before the script ended were not seen by an
+    // `on_progress` call (the clock is read every 64 operations; one native call can allocate a
+    // lot), so the budget is checked once more on success.
+    if usage.heap_exceeded {
+        return Err(ScriptFailure::Limit(picloud_core::LimitKind::Memory));
+    }
+    if usage.deadline_passed {
+        return Err(ScriptFailure::Timeout);
+    }
+    contract::to_response(value, request_id)
+}

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import footprint
-from benchlib import (BENCH, RESULTS, ROOT, WORKLOADS, Noise, NotReady, Target, check_answer,
+from benchlib import (BENCH, RESULTS, ROOT, WORKLOADS, CpuWatch, NotReady, Target, check_answer,
                       log, machine_info, proc_mem_kib, run_wrk, wait_quiet)
 
 # name -> (kind, cpus, PICLOUD_WORKERS, label)
@@ -41,13 +41,22 @@ SERVERS = {
 PARTS = list(SERVERS) + ["overhead", "footprint"]
 
 RATIOS = [
-    # (key, numerator server, denominator server, workload, target, label)
-    ("hello_vs_ceiling", "picloud", "ceiling", "hello", 0.70, "PiCloud hello / ceiling hello"),
-    ("json_vs_deno", "picloud", "deno", "json", 1.0, "PiCloud json / Deno json"),
+    # (key, numerator server, denominator server, workload, target, label); req/s ratios.
+    ("hello_vs_ceiling", "picloud", "ceiling", "hello", 0.70, "PiCloud hello / ceiling hello (req/s)"),
+    ("json_vs_deno", "picloud", "deno", "json", 1.0, "PiCloud json / Deno json (req/s)"),
+]
+# The same comparisons by server CPU per request (denominator's µs / numerator's µs, so higher is
+# better as above): these hold even when wrk, not the server, limited the req/s.
+CPU_RATIOS = [
+    ("hello_vs_ceiling_cpu", "picloud", "ceiling", "hello", 0.70,
+     "ceiling CPU/req ÷ PiCloud CPU/req, hello"),
+    ("json_vs_deno_cpu", "picloud", "deno", "json", 1.0, "Deno CPU/req ÷ PiCloud CPU/req, json"),
 ]
 
 # "other CPU" above this (% of the whole machine, max over runs) marks a run as disturbed.
 NOISY_PCT = 5.0
+# wrk at or above this % of its core: the client was (close to) the limit.
+WRK_BOUND_PCT = 90.0
 
 WRK_LUA = {"json": BENCH / "wrk" / "json.lua"}
 
@@ -70,9 +79,13 @@ def measure_workload(name: str, workload: str, cfg: dict) -> dict:
             run_wrk(url, cfg["warmup"], cfg["connections"], cfg["threads"], script, latency=False)
         runs, raws = [], []
         for _ in range(cfg["runs"]):
-            noise = Noise(s.pid)
+            watch = CpuWatch(s.pid)
             r, raw = run_wrk(url, cfg["duration"], cfg["connections"], cfg["threads"], script)
-            r["other_cpu_pct"] = noise.pct()
+            r.update(watch.read())
+            # Server CPU per answered request: independent of whether wrk or the server was the
+            # limit, and comparable across machines of one kind. Includes wrk's start and stop.
+            r["server_cpu_us_per_req"] = (round(r["server_cpu_s"] * 1e6 / r["requests"], 2)
+                                          if r.get("requests") else None)
             runs.append(r)
             raws.append(raw)
         if not s.alive():
@@ -80,8 +93,10 @@ def measure_workload(name: str, workload: str, cfg: dict) -> dict:
         res.update(proc_mem_kib(s.pid))
         res["runs"] = runs
         res["median"] = {k: statistics.median([r[k] for r in runs if r[k] is not None] or [0])
-                         for k in ("rps", "p50_us", "p99_us")}
+                         for k in ("rps", "p50_us", "p99_us", "server_cpu_us_per_req")}
         res["other_cpu_pct_max"] = max(r["other_cpu_pct"] for r in runs)
+        res["server_cpu_pct"] = statistics.median(r["server_cpu_pct"] for r in runs)
+        res["wrk_cpu_pct"] = statistics.median(r["wrk_cpu_pct"] for r in runs)
         res["errors"] = sum(r["non2xx"] + r["socket_errors"] for r in runs)
         if res["errors"]:
             res["note"] = f"{res['errors']} non-2xx responses or socket errors (see runs)"
@@ -91,7 +106,8 @@ def measure_workload(name: str, workload: str, cfg: dict) -> dict:
         m = res["median"]
         log(f"  {name:<14} {workload:<6} {m['rps']:>10.0f} req/s  p50 {m['p50_us']:.0f} us  "
             f"p99 {m['p99_us']:.0f} us  RSS {res['rss_kib']} KiB  other CPU "
-            f"{res['other_cpu_pct_max']}%  (runs: "
+            f"{res['other_cpu_pct_max']}%  server CPU {res['server_cpu_pct']}% = "
+            f"{m['server_cpu_us_per_req']} us/req  wrk CPU {res['wrk_cpu_pct']}%  (runs: "
             + ", ".join(f"{r['rps']:.0f}" for r in runs) + ")")
         return res
     except NotReady as e:
@@ -103,6 +119,7 @@ def measure_workload(name: str, workload: str, cfg: dict) -> dict:
 def measure_server(name: str, cfg: dict) -> dict:
     kind, cpus, workers, label = SERVERS[name]
     out = {"label": label, "cpus": cpus, "workers": workers, "date": time.strftime("%Y-%m-%d %H:%M"),
+           "config": {k: cfg[k] for k in ("runs", "duration", "warmup", "connections", "threads")},
            "workloads": {}}
     if kind == "picloud" and os.environ.get("BENCH_PICLOUD_BUILD_FAILED"):
         out["status"] = "skipped"
@@ -147,11 +164,14 @@ def run_overhead() -> dict:
 
 def compute_ratios(servers: dict) -> dict:
     out = {}
-    for key, num, den, w, target, label in RATIOS:
-        def rps(n):
+    for key, num, den, w, target, label in RATIOS + CPU_RATIOS:
+        def get(n, metric):
             wl = servers.get(n, {}).get("workloads", {}).get(w, {})
-            return wl.get("median", {}).get("rps") if wl.get("status") == "ok" else None
-        a, b = rps(num), rps(den)
+            return wl.get("median", {}).get(metric) if wl.get("status") == "ok" else None
+        if key.endswith("_cpu"):
+            a, b = get(den, "server_cpu_us_per_req"), get(num, "server_cpu_us_per_req")
+        else:
+            a, b = get(num, "rps"), get(den, "rps")
         v = round(a / b, 3) if a and b else None
         out[key] = {"label": label, "value": v, "target": target,
                     "met": (v >= target) if v is not None else None}
@@ -171,12 +191,23 @@ def _fmt_us(us) -> str:
     return f"{us:.0f} µs"
 
 
+def _fmt_cpu(us) -> str:
+    return "–" if us is None else f"{us:.1f} µs"
+
+
 def _fmt_kib(k) -> str:
     return "–" if k is None else f"{k / 1024:.1f} MiB"
 
 
 def _yes(v) -> str:
     return "pending" if v is None else ("yes" if v else "**no**")
+
+
+def _note(wl: dict) -> str:
+    notes = [wl["note"]] if wl.get("note") else []
+    if (wl.get("wrk_cpu_pct") or 0) >= WRK_BOUND_PCT:
+        notes.append("wrk saturated its core: client-bound, the server may be faster")
+    return "; ".join(notes)
 
 
 def render(results: dict) -> str:
@@ -194,8 +225,9 @@ def render(results: dict) -> str:
              f"(`taskset -c 1`), after a {cfg.get('warmup', '?')} s warm-up; each number is the **median of "
              f"{cfg.get('runs', '?')} runs** (req/s, p50 and p99 each taken separately). Servers pinned to "
              "core 0 (`taskset -c 0`), a fresh server per workload; RSS = VmRSS after the runs, "
-             "peak = VmHWM. \"other CPU\" = CPU used by anything but the server and wrk during the "
-             "runs, in % of the whole machine (max over the runs): it should be near 0.")
+             "peak = VmHWM. CPU column: server and wrk in % of one core (median over the runs), "
+             "other = CPU used by anything else during the runs in % of the whole machine (max over the "
+             "runs; it should be near 0).")
     L.append("")
     noisy = sorted({n for n, srv in servers.items() for wl in srv.get("workloads", {}).values()
                     if (wl.get("other_cpu_pct_max") or 0) > NOISY_PCT})
@@ -221,14 +253,23 @@ def render(results: dict) -> str:
     L.append("")
     L.append("## Throughput and latency")
     L.append("")
+    when = []
+    for name in SERVERS:
+        srv = servers.get(name)
+        if srv and srv.get("status") != "skipped" and srv.get("date"):
+            c = srv.get("config", {})
+            when.append(f"{name} {srv['date']} ({c.get('runs', '?')}×{c.get('duration', '?')} s)")
+    if when:
+        L.append("Measured: " + "; ".join(when) + ".")
+        L.append("")
     for w in WORKLOADS:
         title = {"hello": "hello — GET /bench/hello → `\"Hello, world\"`",
                  "json": "json — POST /bench/json, 196-byte JSON → `{name, sum, count}`",
                  "fib": "fib — GET /bench/fib → fib(20) = 6765 (recursive)"}[w]
         L.append(f"### {title}")
         L.append("")
-        L.append("| server | req/s | p50 | p99 | RSS after | peak RSS | runs (req/s) | other CPU | note |")
-        L.append("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |")
+        L.append("| server | req/s | p50 | p99 | server CPU/req | RSS after | peak RSS | runs (req/s) | server / wrk / other CPU | note |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |")
         for name, (_, _, _, label) in SERVERS.items():
             srv = servers.get(name, {})
             wl = srv.get("workloads", {}).get(w)
@@ -238,13 +279,15 @@ def render(results: dict) -> str:
             if not wl or wl.get("status") != "ok":
                 note = (wl or {}).get("note") or srv.get("note") or ""
                 note = note.splitlines()[0][:120] if note else ""
-                L.append(f"| {shown} | pending | | | | | | | {note} |")
+                L.append(f"| {shown} | pending | | | | | | | | {note} |")
                 continue
             md = wl["median"]
             runs = ", ".join(f"{r['rps']:.0f}" for r in wl["runs"])
             L.append(f"| {shown} | {md['rps']:,.0f} | {_fmt_us(md['p50_us'])} | {_fmt_us(md['p99_us'])} | "
+                     f"{_fmt_cpu(md.get('server_cpu_us_per_req'))} | "
                      f"{_fmt_kib(wl.get('rss_kib'))} | {_fmt_kib(wl.get('hwm_kib'))} | {runs} | "
-                     f"{wl.get('other_cpu_pct_max', '–')} % | {wl.get('note', '')} |")
+                     f"{wl.get('server_cpu_pct', '–')} / {wl.get('wrk_cpu_pct', '–')} / "
+                     f"{wl.get('other_cpu_pct_max', '–')} % | {_note(wl)} |")
         L.append("")
     L.append("The 2-core layout runs PiCloud on both cores with its default worker count while wrk "
              "runs on core 1 too: wrk takes CPU from the server, so it is not comparable with the "
@@ -254,7 +297,7 @@ def render(results: dict) -> str:
     L.append("")
     L.append("| ratio | value | target | met |")
     L.append("| --- | ---: | ---: | --- |")
-    for key, _, _, _, target, label in RATIOS:
+    for key, _, _, _, target, label in RATIOS + CPU_RATIOS:
         r = results.get("ratios", {}).get(key, {})
         v = r.get("value")
         L.append(f"| {label} | {'pending' if v is None else f'{v:.2f}'} | ≥ {target:.2f} | {_yes(r.get('met'))} |")

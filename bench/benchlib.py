@@ -238,22 +238,31 @@ def children_ticks() -> float:
     return (r.ru_utime + r.ru_stime) * CLK_TCK
 
 
-class Noise:
-    """CPU used on this machine during a measurement by processes other than the server under
-    test and our wrk: a shared or busy machine shows up here instead of silently in the numbers."""
+class CpuWatch:
+    """CPU used during a measurement by the server, by our wrk, and by every other process on the
+    machine. A shared or busy machine shows up as "other" instead of silently in the numbers; a
+    wrk near 100 % of its core means the client, not the server, was the limit."""
 
     def __init__(self, server_pid: int):
         self.pid = server_pid
         self.t0 = time.monotonic()
         self.busy0, self.srv0, self.kids0 = cpu_busy_ticks(), proc_ticks(server_pid), children_ticks()
 
-    def pct(self) -> float:
-        """Other processes' CPU as % of the whole machine (all CPUs) since construction."""
-        wall = time.monotonic() - self.t0
+    def read(self) -> dict:
+        """server_pct and wrk_pct in % of one CPU; other_pct in % of the whole machine."""
+        wall_ticks = (time.monotonic() - self.t0) * CLK_TCK
+        if wall_ticks <= 0:
+            return {"wall_s": 0.0, "server_cpu_s": 0.0, "server_cpu_pct": 0.0, "wrk_cpu_pct": 0.0,
+                    "other_cpu_pct": 0.0}
         busy = cpu_busy_ticks() - self.busy0
-        ours = (proc_ticks(self.pid) - self.srv0) + (children_ticks() - self.kids0)
-        total = wall * CLK_TCK * (os.cpu_count() or 1)
-        return round(max(0.0, (busy - ours) / total * 100), 1) if total else 0.0
+        srv = proc_ticks(self.pid) - self.srv0
+        kids = children_ticks() - self.kids0
+        other = max(0.0, (busy - srv - kids) / (wall_ticks * (os.cpu_count() or 1)) * 100)
+        return {"wall_s": round(wall_ticks / CLK_TCK, 3),
+                "server_cpu_s": srv / CLK_TCK,
+                "server_cpu_pct": round(srv / wall_ticks * 100, 1),
+                "wrk_cpu_pct": round(kids / wall_ticks * 100, 1),
+                "other_cpu_pct": round(other, 1)}
 
 
 def wait_quiet(max_wait_s: float, threshold_pct: float = 5.0) -> float:

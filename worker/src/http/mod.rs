@@ -82,3 +82,13 @@ pub trait Handler: Send + Sync + 'static {
     /// `Blocker`), never block the OS thread or run Rhai.
     fn handle(&self, conn: &mut Self::Conn, req: Request) -> Response;
 }
+
+mod chunked;
+mod conn;
+mod encode;
+mod head;
+pub mod runtime;
+pub mod server;
+
+pub use runtime::{RuntimeConfig, configure_runtime};
+pub use server::{DrainReport, ServerHandle, serve};

@@ -119,7 +119,8 @@ fn parse_cases(file: &Path) -> Vec<Case> {
             "debug" => case.debug = true,
             "limit" => {
                 let (n, v) = rest.split_once(' ').expect("limit NAME VALUE");
-                case.limits.push((n.to_string(), v.parse().expect("limit value")));
+                case.limits
+                    .push((n.to_string(), v.parse().expect("limit value")));
             }
             "status" => case.status = Some(rest.parse().expect("status")),
             "has-header" => case.has_headers.push(header(rest)),
@@ -170,8 +171,16 @@ fn run(pool: &Pool, source: &str, case: &Case) -> Response {
         scripts: HashMap::new(),
         routes: RouteTable::default(),
     });
-    let method = if case.method.is_empty() { "GET" } else { &case.method };
-    let target = if case.target.is_empty() { "/" } else { &case.target };
+    let method = if case.method.is_empty() {
+        "GET"
+    } else {
+        &case.method
+    };
+    let target = if case.target.is_empty() {
+        "/"
+    } else {
+        &case.target
+    };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let replies = ReplyChannel::new();
     let job = Job {
@@ -188,7 +197,10 @@ fn run(pool: &Pool, source: &str, case: &Case) -> Response {
         },
         reply: replies.sender(),
     };
-    assert!(pool.try_submit(job).is_ok(), "queue full in a sequential test");
+    assert!(
+        pool.try_submit(job).is_ok(),
+        "queue full in a sequential test"
+    );
     replies.recv()
 }
 
@@ -204,7 +216,10 @@ fn check(resp: &Response, case: &Case) -> Vec<String> {
     let mut bad = Vec::new();
     let body = String::from_utf8_lossy(&resp.body).into_owned();
     if Some(resp.status) != case.status {
-        bad.push(format!("status {} (wanted {:?}), body {body}", resp.status, case.status));
+        bad.push(format!(
+            "status {} (wanted {:?}), body {body}",
+            resp.status, case.status
+        ));
     }
     if header(resp, "x-request-id") != Some(REQUEST_ID) {
         bad.push("missing x-request-id".into());
@@ -222,7 +237,10 @@ fn check(resp: &Response, case: &Case) -> Vec<String> {
     if let Some(want) = &case.body_is
         && &resp.body != want
     {
-        bad.push(format!("body {body:?} (wanted {:?})", String::from_utf8_lossy(want)));
+        bad.push(format!(
+            "body {body:?} (wanted {:?})",
+            String::from_utf8_lossy(want)
+        ));
     }
     if let Some(want) = &case.json_is {
         match serde_json::from_slice::<serde_json::Value>(&resp.body) {
@@ -267,7 +285,12 @@ fn fixtures() {
         }
     }
     pool.shutdown();
-    assert!(failures.is_empty(), "{} of {ran} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The same compiled script serves many requests, and per-request state never leaks.

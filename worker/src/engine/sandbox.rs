@@ -33,11 +33,18 @@ use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, NativeCallContext, Shared
 use super::alloc;
 use super::contract;
 
-/// How often (in operations) `on_progress` reads the clock. One native call counts as one
-/// operation, so a clock read every 1024 operations let a loop of expensive calls overrun a
-/// 50 ms budget by 3.5 s; every 64 measured at no extra cost (DESIGN.md). Power of two so the
-/// check is a mask.
+/// How often (in operations) `on_progress` reads the clock while operations are cheap. One
+/// native call counts as one operation, so a clock read every 1024 operations let a loop of
+/// expensive calls overrun a 50 ms budget by 3.5 s; every 64 measured at no extra cost
+/// (DESIGN.md). Power of two so the check is a mask.
 pub const CLOCK_CHECK_EVERY_OPS: u64 = 64;
+
+/// An operation slower than this on average (measured between two clock reads) is
+/// "expensive" (a native call on a big value): the clock is then read after *every* operation
+/// until they are cheap again. A clock read (~25 ns) is noise next to a 15 µs operation, and
+/// the deadline overrun shrinks from 64 expensive calls to one. In other words: while 64
+/// operations take under 1 ms, read the clock every 64.
+pub const SLOW_OP_NS: u64 = 1_000_000 / CLOCK_CHECK_EVERY_OPS;
 
 /// The limits that Rhai checks itself from values stored in the Engine. Two apps with equal
 /// profiles share one Engine per thread.
@@ -181,6 +188,12 @@ struct Budget {
     deadline: Instant,
     operations_max: u64,
     heap_bytes_max: isize,
+    /// When the clock was last read, and the operation count then.
+    clock_read_at: Instant,
+    clock_read_ops: u64,
+    /// `CLOCK_CHECK_EVERY_OPS - 1` while operations are cheap, 0 (every operation) while they
+    /// are expensive. See [`SLOW_OP_NS`].
+    clock_mask: u64,
 }
 
 thread_local! {
@@ -203,10 +216,14 @@ pub struct Usage {
 /// Installs this invocation's budget on the current thread and arms the allocator. The clock
 /// starts here, on the engine thread: time spent queued is not charged to the script.
 pub fn begin_invocation(limits: &Limits) {
+    let now = Instant::now();
     let budget = Budget {
-        deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
+        deadline: now + Duration::from_millis(limits.timeout_ms),
         operations_max: limits.operations_max,
         heap_bytes_max: isize::try_from(limits.heap_bytes_max).unwrap_or(isize::MAX),
+        clock_read_at: now,
+        clock_read_ops: 0,
+        clock_mask: CLOCK_CHECK_EVERY_OPS - 1,
     };
     BUDGET.with(|b| b.set(Some(budget)));
     alloc::arm();
@@ -233,19 +250,35 @@ pub fn end_invocation() -> Usage {
 
 /// Rhai calls this after every operation with the invocation's operation count. Checks, in
 /// order of cost: operations (a compare), heap peak (a thread-local load), and every
-/// [`CLOCK_CHECK_EVERY_OPS`] operations the clock (a vDSO call, ~20 ns).
+/// [`CLOCK_CHECK_EVERY_OPS`] operations (every operation while they are slow) the clock (a
+/// vDSO call, ~25 ns).
 fn on_progress(operations: u64) -> Option<Dynamic> {
-    let budget = BUDGET.with(Cell::get)?;
-    if operations > budget.operations_max {
-        return Some(Stop::Operations.token());
-    }
-    if alloc::peak_bytes() > budget.heap_bytes_max {
-        return Some(Stop::Memory.token());
-    }
-    if operations & (CLOCK_CHECK_EVERY_OPS - 1) == 0 && Instant::now() >= budget.deadline {
-        return Some(Stop::Timeout.token());
-    }
-    None
+    BUDGET.with(|cell| {
+        let mut budget = cell.get()?;
+        if operations > budget.operations_max {
+            return Some(Stop::Operations.token());
+        }
+        if alloc::peak_bytes() > budget.heap_bytes_max {
+            return Some(Stop::Memory.token());
+        }
+        if operations & budget.clock_mask != 0 {
+            return None;
+        }
+        let now = Instant::now();
+        if now >= budget.deadline {
+            return Some(Stop::Timeout.token());
+        }
+        // Adapt the clock-read rate to the cost of operations (see SLOW_OP_NS). Only written
+        // back here, at a clock read, so the common path stays load-only.
+        let elapsed_ns = now.duration_since(budget.clock_read_at).as_nanos();
+        let ops = operations.saturating_sub(budget.clock_read_ops).max(1);
+        let slow = elapsed_ns > u128::from(ops) * u128::from(SLOW_OP_NS);
+        budget.clock_mask = if slow { 0 } else { CLOCK_CHECK_EVERY_OPS - 1 };
+        budget.clock_read_at = now;
+        budget.clock_read_ops = operations;
+        cell.set(Some(budget));
+        None
+    })
 }
 
 /// The replacement for Rhai's `sleep`: sleeps for `seconds` but never past the deadline; if
@@ -255,7 +288,7 @@ fn sleep_within_deadline(
     ctx: &NativeCallContext,
     seconds: FLOAT,
 ) -> Result<(), Box<EvalAltResult>> {
-    if !(seconds > 0.0) {
+    if seconds.is_nan() || seconds <= 0.0 {
         return Ok(());
     }
     let Some(budget) = BUDGET.with(Cell::get) else {

@@ -1,0 +1,451 @@
+//! Every script limit, hit for real through a real engine [`Pool`]: each test breaks one limit,
+//! checks the public error, then checks the *same* pool still serves a normal script (the
+//! node lives on). Also: a panicking job, a full queue, `sleep` bounded by the deadline,
+//! per-app limits differing within one pool, and `print` never reaching stdout.
+//!
+//! Owns: limit enforcement tests. Does not own: the response contract (`scripts.rs`).
+//! Timing assertions are only of the form "a short deadline ends the script well under 1 s".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind, content_hash};
+use picloud_worker::engine::{Job, Pool, PoolConfig, ReplyChannel, ScriptRequest};
+use picloud_worker::http::Response;
+
+fn job(source: &str, limits: Limits, replies: &ReplyChannel) -> Job {
+    Job {
+        app: Arc::new(CatalogApp {
+            name: "app".into(),
+            debug: true,
+            limits,
+            scripts: HashMap::new(),
+            routes: RouteTable::default(),
+        }),
+        script: Arc::new(CatalogScript {
+            name: "main".into(),
+            kind: ScriptKind::Endpoint,
+            version: 1,
+            hash: content_hash(source),
+            source: Arc::from(source),
+        }),
+        request: ScriptRequest {
+            id: "req-1".into(),
+            method: "GET".into(),
+            path: "/".into(),
+            ..ScriptRequest::default()
+        },
+        reply: replies.sender(),
+    }
+}
+
+/// Runs `source` with `limits` and returns the response and how long the round trip took.
+fn run(pool: &Pool, source: &str, limits: Limits) -> (Response, Duration) {
+    let replies = ReplyChannel::new();
+    let started = Instant::now();
+    assert!(
+        pool.try_submit(job(source, limits, &replies)).is_ok(),
+        "queue full"
+    );
+    let resp = replies.recv();
+    (resp, started.elapsed())
+}
+
+fn body(resp: &Response) -> serde_json::Value {
+    serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null)
+}
+
+/// Asserts a `limit_exceeded` response with this `limit`.
+fn assert_limit(resp: &Response, limit: &str) {
+    let b = body(resp);
+    assert_eq!(resp.status, 500, "{b}");
+    assert_eq!(b["error"], "limit_exceeded", "{b}");
+    assert_eq!(b["limit"], limit, "{b}");
+    assert_eq!(b["request_id"], "req-1", "{b}");
+}
+
+/// The pool still answers a normal script after whatever happened before.
+fn assert_lives_on(pool: &Pool) {
+    let (resp, _) = run(pool, r#""still here""#, Limits::default());
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"still here");
+}
+
+fn pool() -> Pool {
+    Pool::start(1, &Limits::default())
+}
+
+#[test]
+fn infinite_loop_hits_operations() {
+    let pool = pool();
+    let limits = Limits {
+        operations_max: 100_000,
+        timeout_ms: 30_000,
+        ..Limits::default()
+    };
+    let (resp, _) = run(&pool, "let i = 0; loop { i += 1; }", limits);
+    assert_limit(&resp, "operations");
+    assert_lives_on(&pool);
+}
+
+#[test]
+fn infinite_loop_hits_deadline() {
+    let pool = pool();
+    let limits = Limits {
+        operations_max: picloud_core::limits::max::OPERATIONS,
+        timeout_ms: 50,
+        ..Limits::default()
+    };
+    let (resp, took) = run(&pool, "loop {}", limits);
+    assert_eq!(resp.status, 504, "{}", body(&resp));
+    assert_eq!(body(&resp)["error"], "timeout");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_lives_on(&pool);
+}
+
+/// One native call counts as one operation: a loop of expensive calls must still be stopped
+/// close to the deadline (the clock is read every 64 operations).
+#[test]
+fn expensive_native_calls_hit_deadline() {
+    let pool = pool();
+    let limits = Limits {
+        timeout_ms: 50,
+        ..Limits::default()
+    };
+    // Each operation here is a native call over ~100-500 KB (a few ms in a debug build).
+    let script = r#"
+        let s = "x";
+        while s.len() < 500000 { s += s; }
+        let a = [];
+        a.pad(50000, 3);
+        loop {
+            let t = s + "y";
+            let b = a;
+            b.sort();
+            b.reverse();
+        }
+    "#;
+    let (resp, took) = run(&pool, script, limits);
+    assert_eq!(resp.status, 504, "{}", body(&resp));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_lives_on(&pool);
+}
+
+#[test]
+fn sleep_is_cut_at_the_deadline() {
+    let pool = pool();
+    let limits = Limits {
+        timeout_ms: 50,
+        ..Limits::default()
+    };
+    let (resp, took) = run(&pool, "sleep(10); 1", limits.clone());
+    assert_eq!(resp.status, 504, "{}", body(&resp));
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let (resp, _) = run(&pool, "sleep(0.001); sleep(0); sleep(-1); 1", limits);
+    assert_eq!(resp.status, 200, "{}", body(&resp));
+    assert_lives_on(&pool);
+}
+
+#[test]
+fn string_growth_hits_size() {
+    let pool = pool();
+    let (resp, _) = run(&pool, r#"let s = "x"; loop { s += s; }"#, Limits::default());
+    assert_limit(&resp, "size");
+    assert_lives_on(&pool);
+}
+
+/// Generous deadline for the size tests: Rhai re-measures a container after each change
+/// (quadratic growth), which is slow in debug builds; the deadline is not what they test.
+fn size_limits() -> Limits {
+    Limits {
+        timeout_ms: 20_000,
+        array_len_max: 2_000,
+        map_len_max: 500,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn array_growth_hits_size() {
+    let pool = pool();
+    let (resp, _) = run(&pool, "let a = []; loop { a.push(1); }", size_limits());
+    assert_limit(&resp, "size");
+    assert_lives_on(&pool);
+}
+
+/// Rhai measures a map when it is passed to a function or returned, not on every index
+/// assignment; growth by assignment alone is one of its holes and ends at the heap cap.
+#[test]
+fn map_growth_hits_size_or_the_heap_cap() {
+    let pool = pool();
+    let script = "let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; m.len(); }";
+    let (resp, _) = run(&pool, script, size_limits());
+    assert_limit(&resp, "size");
+    let script = "let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; }";
+    let limits = Limits {
+        heap_bytes_max: 4 * 1024 * 1024,
+        ..size_limits()
+    };
+    let (resp, _) = run(&pool, script, limits);
+    assert_limit(&resp, "memory");
+    assert_lives_on(&pool);
+}
+
+#[test]
+fn deep_recursion_hits_depth() {
+    let pool = pool();
+    let (resp, _) = run(&pool, "fn f(n) { f(n + 1) } f(0)", Limits::default());
+    assert_limit(&resp, "depth");
+    assert_lives_on(&pool);
+}
+
+/// The deepest recursion the hard maximum allows must fit the engine thread's stack (a real
+/// stack overflow would abort the test process, not fail an assertion).
+#[test]
+fn max_call_depth_fits_the_stack() {
+    let pool = pool();
+    let limits = Limits {
+        call_depth_max: picloud_core::limits::max::CALL_DEPTH,
+        ..Limits::default()
+    };
+    let script = "fn f(n) { if n <= 0 { 0 } else { let x = [#{a: [f(((n - 1) + 0) * 1)]}]; x[0].a[0] + 1 } } f(10000)";
+    let (resp, _) = run(&pool, script, limits);
+    assert_limit(&resp, "depth");
+    assert_lives_on(&pool);
+}
+
+/// The hole in Rhai's size limits (DESIGN.md): a map of strings just under the string limit
+/// passes every size check; only the heap cap stops it.
+#[test]
+fn map_of_big_strings_hits_memory() {
+    let pool = pool();
+    let limits = Limits {
+        heap_bytes_max: 8 * 1024 * 1024,
+        timeout_ms: 20_000,
+        ..Limits::default()
+    };
+    // 512 KiB strings, each under the 1 MiB string limit; 1000 of them would be 512 MiB.
+    let script = r#"
+        let s = "x";
+        while s.len() < 500000 { s += s; }
+        let m = #{};
+        for i in 0..1000 {
+            m[`k${i}`] = s + i;
+        }
+        m.len()
+    "#;
+    let (resp, _) = run(&pool, script, limits);
+    assert_limit(&resp, "memory");
+    assert_lives_on(&pool);
+}
+
+/// Per-app limits differ inside one pool without changing any engine: a small app limit is
+/// enforced while another app with the node's limits runs the same script fine.
+#[test]
+fn per_app_limits_differ_within_one_pool() {
+    let pool = pool();
+    let recurse = "fn f(n) { if n == 0 { 0 } else { 1 + f(n - 1) } } f(20)";
+    let shallow = Limits {
+        call_depth_max: 8,
+        ..Limits::default()
+    };
+    let (resp, _) = run(&pool, recurse, shallow);
+    assert_limit(&resp, "depth");
+    let (resp, _) = run(&pool, recurse, Limits::default());
+    assert_eq!(resp.body, b"20");
+
+    let grow = r#"let s = ""; s.pad(5000, "x"); s.len()"#;
+    let small_strings = Limits {
+        string_bytes_max: 1000,
+        ..Limits::default()
+    };
+    let (resp, _) = run(&pool, grow, small_strings);
+    assert_limit(&resp, "size");
+    let (resp, _) = run(&pool, grow, Limits::default());
+    assert_eq!(resp.body, b"5000");
+
+    // 40 distinct 16 KiB strings: 640 KiB, under the 1 MiB total-string limit.
+    let alloc = r#"let s = "y"; while s.len() < 16000 { s += s; } let a = []; for i in 0..40 { a.push(s + i); } a.len()"#;
+    let small_heap = Limits {
+        heap_bytes_max: 256 * 1024,
+        ..Limits::default()
+    };
+    let (resp, _) = run(&pool, alloc, small_heap);
+    assert_limit(&resp, "memory");
+    let (resp, _) = run(&pool, alloc, Limits::default());
+    assert_eq!(resp.body, b"40");
+}
+
+#[test]
+fn panicking_job_answers_500_and_the_thread_lives_on() {
+    let config = PoolConfig {
+        test_hooks: true,
+        ..PoolConfig::new(1)
+    };
+    let pool = Pool::start_with(config, &Limits::default()).expect("pool");
+    for _ in 0..3 {
+        let (resp, _) = run(&pool, "__picloud_test_panic()", Limits::default());
+        assert_eq!(resp.status, 500);
+        let b = body(&resp);
+        assert_eq!(b["error"], "internal", "{b}");
+        assert_eq!(b["request_id"], "req-1", "{b}");
+        assert_lives_on(&pool);
+    }
+    // Without the option the hook does not exist.
+    let normal = pool_with_one_worker_and_queue(4);
+    let (resp, _) = run(&normal, "__picloud_test_panic()", Limits::default());
+    assert_eq!(body(&resp)["error"], "script_error");
+}
+
+fn pool_with_one_worker_and_queue(queue_len_max: usize) -> Pool {
+    let limits = Limits {
+        queue_len_max,
+        ..Limits::default()
+    };
+    Pool::start(1, &limits)
+}
+
+/// One worker busy with a slow script and a queue of one: within three submissions one is
+/// refused at once (the first may still be in the queue or already running), and every job
+/// that was accepted is answered.
+#[test]
+fn full_queue_refuses_at_once() {
+    let pool = pool_with_one_worker_and_queue(1);
+    let slow = Limits {
+        timeout_ms: 300,
+        ..Limits::default()
+    };
+    let channels: Vec<ReplyChannel> = (0..3).map(|_| ReplyChannel::new()).collect();
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for (i, ch) in channels.iter().enumerate() {
+        let started = Instant::now();
+        match pool.try_submit(job("sleep(0.2); 1", slow.clone(), ch)) {
+            Ok(()) => accepted.push(i),
+            Err(job) => {
+                assert!(
+                    started.elapsed() < Duration::from_millis(100),
+                    "try_submit blocked"
+                );
+                job.reply.cancel();
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(accepted.first(), Some(&0));
+    assert!(
+        refused >= 1,
+        "a queue of one behind a busy worker accepted three jobs"
+    );
+    for i in accepted {
+        let resp = channels[i].recv();
+        assert_eq!(resp.status, 200, "{}", body(&resp));
+    }
+    assert_lives_on(&pool);
+}
+
+/// A reply channel reused after a refused job (whose sender was dropped, not cancelled) gets
+/// the next job's reply, not the stale fallback.
+#[test]
+fn stale_replies_are_not_taken_for_the_next_answer() {
+    let pool = pool();
+    let replies = ReplyChannel::new();
+    let stale = job("1", Limits::default(), &replies);
+    drop(stale); // its ReplyTx sends a fallback 500 into the channel
+    assert!(
+        pool.try_submit(job(r#""fresh""#, Limits::default(), &replies))
+            .is_ok()
+    );
+    let resp = replies.recv();
+    assert_eq!(resp.body, b"fresh");
+}
+
+#[test]
+fn shutdown_finishes_queued_jobs_and_refuses_new_ones() {
+    let pool = pool_with_one_worker_and_queue(8);
+    let submitter = pool.submitter();
+    let channels: Vec<ReplyChannel> = (0..4).map(|_| ReplyChannel::new()).collect();
+    for (i, ch) in channels.iter().enumerate() {
+        let src = format!("{i}");
+        assert!(pool.try_submit(job(&src, Limits::default(), ch)).is_ok());
+    }
+    pool.shutdown();
+    for (i, ch) in channels.iter().enumerate() {
+        assert_eq!(ch.recv().body, format!("{i}").into_bytes());
+    }
+    let late = ReplyChannel::new();
+    assert!(
+        submitter
+            .try_submit(job("1", Limits::default(), &late))
+            .is_err()
+    );
+}
+
+/// The reply wait parks only the coroutine: a may coroutine waits for an engine job while the
+/// same may worker keeps running another coroutine.
+#[test]
+fn reply_parks_only_the_coroutine() {
+    let pool = Arc::new(pool());
+    let slow = Limits {
+        timeout_ms: 2_000,
+        ..Limits::default()
+    };
+    may::config().set_workers(1);
+    let p = pool.clone();
+    let waiter = may::go!(move || {
+        let replies = ReplyChannel::new();
+        assert!(p.try_submit(job("sleep(0.2); 7", slow, &replies)).is_ok());
+        replies.recv()
+    });
+    // While the waiter is parked, another coroutine on the (single) may worker makes progress.
+    let ticker = may::go!(move || {
+        let mut ticks = 0;
+        for _ in 0..10 {
+            may::coroutine::sleep(Duration::from_millis(5));
+            ticks += 1;
+        }
+        ticks
+    });
+    assert_eq!(ticker.join().expect("ticker"), 10);
+    let resp = waiter.join().expect("waiter");
+    assert_eq!(resp.body, b"7");
+}
+
+/// `print` output never reaches stdout. Checked in a child process (this same test binary,
+/// running only `print_child`), because stdout is shared by every test of this process.
+#[test]
+fn print_does_not_reach_stdout() {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "print_child", "--nocapture", "--test-threads=1"])
+        .env("PICLOUD_PRINT_CHILD", "1")
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stdout}");
+    assert!(stdout.contains("1 passed"), "child did not run: {stdout}");
+    assert!(
+        !stdout.contains("MARKER-PRINT"),
+        "print reached stdout: {stdout}"
+    );
+    assert!(
+        !stdout.contains("MARKER-DEBUG"),
+        "debug reached stdout: {stdout}"
+    );
+}
+
+/// Half of [`print_does_not_reach_stdout`]; does nothing unless run as its child.
+#[test]
+fn print_child() {
+    if std::env::var_os("PICLOUD_PRINT_CHILD").is_none() {
+        return;
+    }
+    let pool = pool();
+    let (resp, _) = run(
+        &pool,
+        r#"print("MARKER-PRINT"); debug("MARKER-DEBUG"); "done""#,
+        Limits::default(),
+    );
+    assert_eq!(resp.body, b"done");
+}

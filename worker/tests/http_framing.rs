@@ -571,6 +571,21 @@ fn large_bodies_round_trip() {
     let resp = client.response();
     assert_eq!(resp.body.len(), 300_000);
     assert!(resp.body.iter().all(|&b| b == b'b'));
+
+    // Chunked, in chunks larger than the read buffer.
+    let mut req = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(format!("{:x}\r\n", 150_000).as_bytes());
+        req.extend_from_slice(&[b'y'; 150_000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let mut writer = client.stream.try_clone().expect("clone");
+    let send = std::thread::spawn(move || writer.write_all(&req).is_ok());
+    let resp = client.response();
+    assert!(send.join().unwrap_or(false));
+    assert_eq!(resp.echo("body_len"), "450000");
+    assert_eq!(resp.echo("body"), "y".repeat(450_000));
 }
 
 #[test]

@@ -48,6 +48,9 @@ const LINGER_TIMEOUT_MS: u64 = 1000;
 /// Most bytes discarded while lingering.
 const LINGER_BYTES_MAX: usize = 256 * 1024;
 
+/// Longest read timeout handed to may (one day); larger configured values are clamped.
+pub(crate) const TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
+
 /// Granularity of the remaining header-read time given to a socket read.
 const TIMEOUT_QUANTUM_MS: u64 = 10;
 
@@ -69,7 +72,8 @@ pub(crate) struct ConnConfig {
 impl ConnConfig {
     pub(crate) fn from_limits(limits: &Limits) -> ConnConfig {
         // A zero timeout cannot be set on a socket (and would cut every request): 1 ms floor.
-        let ms = |v: u64| Duration::from_millis(v.max(1));
+        // A day at most: may adds timeouts to its clock in u64 nanoseconds.
+        let ms = |v: u64| Duration::from_millis(v.clamp(1, TIMEOUT_MS_MAX));
         ConnConfig {
             head: HeadLimits {
                 headers_max: limits.headers_max,
@@ -119,6 +123,15 @@ enum BodyFailure {
     Gone,
 }
 
+/// An accepted connection on its way to its coroutine.
+pub(crate) struct Accepted {
+    // Field order matters, as in `Conn`: the registry entry drops before the socket closes,
+    // even if the coroutine is never spawned.
+    pub registration: Registration,
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+}
+
 struct Conn<'c> {
     // Field order matters: fields drop in declaration order, so the registry entry is removed
     // before the socket closes. The drainer may shut down any fd in the registry; it must never
@@ -137,13 +150,12 @@ struct Conn<'c> {
 }
 
 /// Serves one accepted connection until it closes. Runs on the connection's coroutine.
-pub(crate) fn run<H: Handler>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    registration: Registration,
-    handler: &H,
-    cfg: &ConnConfig,
-) {
+pub(crate) fn run<H: Handler>(accepted: Accepted, handler: &H, cfg: &ConnConfig) {
+    let Accepted {
+        registration,
+        stream,
+        peer,
+    } = accepted;
     // Responses go out in one write each; Nagle would only delay the 100 Continue + response
     // pair and pipelined answers.
     if let Err(e) = stream.set_nodelay(true) {
@@ -355,7 +367,28 @@ impl Conn<'_> {
                     if decoder.is_done() {
                         return Ok(());
                     }
-                    if let Err(e) = self.fill(self.cfg.body_read_timeout) {
+                    // Inside chunk data with nothing buffered: read straight into the body,
+                    // in large steps, instead of 4 KiB at a time through the read buffer.
+                    let direct = if self.lo == self.hi {
+                        decoder.data_left()
+                    } else {
+                        None
+                    };
+                    let read = match direct {
+                        Some(left) => {
+                            let old = body.len();
+                            let left = usize::try_from(left).unwrap_or(usize::MAX);
+                            let step = left.min(old.max(BODY_READ_STEP_BYTES));
+                            body.resize(old + step, 0);
+                            let read = self.read_into(&mut body[old..], self.cfg.body_read_timeout);
+                            let n = *read.as_ref().unwrap_or(&0);
+                            body.truncate(old + n);
+                            decoder.data_read(n);
+                            read
+                        }
+                        None => self.fill(self.cfg.body_read_timeout),
+                    };
+                    if let Err(e) = read {
                         log_read_end(self.peer, "reading chunked body", &e);
                         return Err(BodyFailure::Gone);
                     }

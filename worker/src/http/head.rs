@@ -140,7 +140,9 @@ fn parse(
     limits: &HeadLimits,
     peer: Option<SocketAddr>,
 ) -> Result<Option<Head>, HeadError> {
-    let slots_len = limits.headers_max;
+    // A header line takes at least 3 bytes (`a:\n`), so more slots than that could never be
+    // filled within header_bytes_max: this bounds the allocation a huge headers_max would cause.
+    let slots_len = limits.headers_max.min(limits.header_bytes_max / 3 + 1);
     let mut on_stack = [const { MaybeUninit::<Header<'_>>::uninit() }; HEADER_SLOTS_ON_STACK];
     let mut on_heap: Vec<MaybeUninit<Header<'_>>>;
     let slots: &mut [MaybeUninit<Header<'_>>] = if slots_len <= HEADER_SLOTS_ON_STACK {
@@ -434,6 +436,64 @@ mod tests {
         assert!(poll_all(http10_ka).ok().flatten().expect("head").keep_alive);
         let close = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade, close\r\n\r\n";
         assert!(!poll_all(close).ok().flatten().expect("head").keep_alive);
+    }
+
+    /// Random heads built from framing-relevant pieces: the scanner must never panic, and
+    /// whatever it accepts must fit the limits.
+    #[test]
+    fn random_heads_never_panic() {
+        const PIECES: &[&[u8]] = &[
+            b"GET ",
+            b"POST ",
+            b"HEAD ",
+            b"/",
+            b"a",
+            b"?",
+            b"http://h",
+            b"*",
+            b" HTTP/1.1",
+            b" HTTP/1.0",
+            b" HTTP/2.0",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"Host: x",
+            b"Content-Length: ",
+            b"5",
+            b"-",
+            b",",
+            b"Transfer-Encoding: chunked",
+            b"Connection: close",
+            b"Expect: 100-continue",
+            b":",
+            b" ",
+            b"\t",
+            b"\x00",
+            b"\x7f",
+            b"\xff",
+            b"\xc3\xa9",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut buf = Vec::new();
+            for _ in 0..(next() % 24) {
+                buf.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            let mut scanner = HeadScanner::default();
+            let cut = (next() as usize) % (buf.len() + 1);
+            let _ = scanner.poll(&buf[..cut], &LIMITS, None);
+            if let Ok(Some(head)) = scanner.poll(&buf, &LIMITS, None) {
+                assert!(head.head_bytes <= buf.len());
+                assert!(head.request.headers.len() <= LIMITS.headers_max);
+                assert!(head.request.path.len() <= LIMITS.uri_bytes_max);
+            }
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ use may::sync::SyncFlag;
 use parking_lot::Mutex;
 use picloud_core::{ErrorCode, Limits};
 
-use super::conn::{self, ConnConfig};
+use super::conn::{self, Accepted, ConnConfig};
 use super::encode::{self, Framing};
 use super::{Handler, Response, runtime};
 use crate::errors::error_response_with_status;
@@ -110,7 +110,7 @@ pub fn serve<H: Handler>(
         listener,
         registry,
         accept: Some(accept),
-        drain_timeout: Duration::from_millis(limits.drain_timeout_ms),
+        drain_timeout: Duration::from_millis(limits.drain_timeout_ms.min(conn::TIMEOUT_MS_MAX)),
     })
 }
 
@@ -328,12 +328,16 @@ fn accept_loop<H: Handler>(
             reject_overloaded(&stream, &overloaded);
             continue;
         };
+        let accepted = Accepted {
+            registration,
+            stream,
+            peer,
+        };
         let handler = Arc::clone(handler);
         let cfg = Arc::clone(cfg);
         // SAFETY: as for the accept coroutine above.
         let spawned = unsafe {
-            may::coroutine::Builder::new()
-                .spawn(move || conn::run(stream, peer, registration, &*handler, &cfg))
+            may::coroutine::Builder::new().spawn(move || conn::run(accepted, &*handler, &cfg))
         };
         if let Err(e) = spawned {
             // The closure (stream and registration) was dropped: the connection is closed.

@@ -1,10 +1,9 @@
 //! Test support for the HTTP front end: a real server on `127.0.0.1:0` with a tiny echo
 //! handler, and a raw-bytes client that parses responses.
 //!
-//! Owns: the test handler's routes, the client, and the process-wide test lock that lets the
-//! CPU-measuring tests run alone. Does not own: any assertion about framing (the tests do).
-
-#![allow(dead_code)]
+//! Owns: the test handler's routes, the client, [`run_alone`] for tests that measure or change
+//! the whole process, and the per-thread CPU readings. Does not own: any assertion about
+//! framing (the tests do).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};

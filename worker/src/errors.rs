@@ -28,13 +28,10 @@ pub fn error_response_with_status(
     for (k, v) in extra {
         body.insert(k.into(), v);
     }
-    let mut resp = Response::new(
-        status,
-        "application/json",
-        Value::Object(body).to_string(),
-    );
+    let mut resp = Response::new(status, "application/json", Value::Object(body).to_string());
     if !request_id.is_empty() {
-        resp.headers.push(("x-request-id".into(), request_id.into()));
+        resp.headers
+            .push(("x-request-id".into(), request_id.into()));
     }
     if code == ErrorCode::Overloaded {
         resp.headers.push(("retry-after".into(), "1".into()));

@@ -6,6 +6,8 @@
 //! Does not own: any store or database access (the control plane feeds it whole catalogs), the
 //! admin API's semantics, or configuration parsing.
 
+pub mod dispatch;
 pub mod engine;
 pub mod errors;
 pub mod http;
+pub mod metrics;

@@ -1,0 +1,430 @@
+//! The admin API (`/v1/...` on the admin address): apps, scripts, routes, health, metrics.
+//!
+//! Owns: the admin routes of API.md, bearer-token auth on every route but `GET /v1/health`,
+//! input validation (names, JSON shapes, script compilation → 422 with line and column, route
+//! tables → 409 when ambiguous), the JSON shapes of answers and of admin errors
+//! (`{"error":{"code","message"}}`), and publishing a new catalog after every change.
+//!
+//! Does not own: storage rules (the [`Store`]), the HTTP framing (the worker's front end, which
+//! hands requests to the control thread, see `node.rs`), or running scripts. Runs on the
+//! control thread: blocking store calls here never stall a coroutine.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use picloud_core::model::{validate_app_name, validate_script_name};
+use picloud_core::{
+    AppConfig, AppInfo, ErrorCode, Limits, Route, RouteTable, ScriptInfo, ScriptKind,
+    ScriptVersionInfo, Store, StoreError,
+};
+use picloud_worker::engine::AstCache;
+use picloud_worker::http::{Request, Response};
+use serde_json::{Value, json};
+
+use crate::auth::TokenSet;
+use crate::publish::Publisher;
+
+/// An admin API failure: a code, a status (usually the code's) and a message, plus extra
+/// fields (`line`, `column` for compile errors).
+#[derive(Debug)]
+pub struct AdminError {
+    code: ErrorCode,
+    status: u16,
+    message: String,
+    extra: Vec<(&'static str, Value)>,
+}
+
+impl AdminError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> AdminError {
+        AdminError {
+            code,
+            status: code.status(),
+            message: message.into(),
+            extra: Vec::new(),
+        }
+    }
+
+    fn not_found(what: impl Into<String>) -> AdminError {
+        AdminError::new(ErrorCode::NotFound, what)
+    }
+
+    fn invalid(message: impl Into<String>) -> AdminError {
+        AdminError::new(ErrorCode::InvalidInput, message)
+    }
+
+    fn into_response(self) -> Response {
+        let mut err = serde_json::Map::new();
+        err.insert("code".into(), Value::from(self.code.as_str()));
+        err.insert("message".into(), Value::from(self.message));
+        for (k, v) in self.extra {
+            err.insert(k.into(), v);
+        }
+        let mut resp = json_response(self.status, &json!({ "error": Value::Object(err) }));
+        if self.code == ErrorCode::Unauthorized {
+            resp.headers
+                .push(("www-authenticate".into(), "Bearer".into()));
+        }
+        if matches!(
+            self.code,
+            ErrorCode::StoreUnavailable | ErrorCode::Overloaded
+        ) {
+            resp.headers.push(("retry-after".into(), "1".into()));
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> AdminError {
+        if matches!(e, StoreError::Internal(_) | StoreError::Unavailable(_)) {
+            log::error!("admin: {e}");
+        }
+        AdminError::new(e.code(), e.to_string())
+    }
+}
+
+type AdminResult = Result<Response, AdminError>;
+
+fn json_response(status: u16, v: &Value) -> Response {
+    Response::new(status, "application/json", v.to_string())
+}
+
+fn no_content() -> Response {
+    Response {
+        status: 204,
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}
+
+/// RFC 3339 UTC time of a Unix-millisecond timestamp.
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn app_json(a: &AppInfo) -> Value {
+    json!({
+        "name": a.name,
+        "hosts": a.config.hosts,
+        "debug": a.config.debug,
+        "limits": a.config.limits,
+        "created_at": rfc3339(a.created_at_ms),
+        "updated_at": rfc3339(a.updated_at_ms),
+    })
+}
+
+fn script_json(s: &ScriptInfo) -> Value {
+    json!({
+        "name": s.name,
+        "kind": s.kind.as_str(),
+        "version": s.version,
+        "hash": s.hash,
+        "updated_at": rfc3339(s.updated_at_ms),
+    })
+}
+
+fn version_json(v: &ScriptVersionInfo) -> Value {
+    json!({ "version": v.version, "hash": v.hash, "created_at": rfc3339(v.created_at_ms) })
+}
+
+/// The admin API of one node.
+pub struct Admin {
+    store: Arc<dyn Store>,
+    tokens: TokenSet,
+    publisher: Publisher,
+    ast_cache: Arc<AstCache>,
+    limits: Limits,
+}
+
+impl Admin {
+    /// An admin API over `store`, publishing through `publisher` and warming `ast_cache` with
+    /// every script it accepts.
+    pub fn new(
+        store: Arc<dyn Store>,
+        tokens: TokenSet,
+        publisher: Publisher,
+        ast_cache: Arc<AstCache>,
+        limits: Limits,
+    ) -> Admin {
+        Admin {
+            store,
+            tokens,
+            publisher,
+            ast_cache,
+            limits,
+        }
+    }
+
+    /// Answers one admin request.
+    pub fn handle(&self, req: &Request) -> Response {
+        self.route(req).unwrap_or_else(AdminError::into_response)
+    }
+
+    fn authorized(&self, req: &Request) -> bool {
+        let Some(value) = req.header("authorization") else {
+            return false;
+        };
+        let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        else {
+            return false;
+        };
+        self.tokens.check(self.store.as_ref(), token.trim())
+    }
+
+    fn route(&self, req: &Request) -> AdminResult {
+        let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
+        let method = req.method.as_str();
+        if method == "GET" && segments == ["v1", "health"] {
+            return Ok(self.health());
+        }
+        if !self.authorized(req) {
+            return Err(AdminError::new(
+                ErrorCode::Unauthorized,
+                "missing or invalid bearer token",
+            ));
+        }
+        let changed = |r: AdminResult| -> AdminResult {
+            // Every successful write is visible to this node's data plane before we answer.
+            let resp = r?;
+            self.publisher.publish()?;
+            Ok(resp)
+        };
+        match (method, segments.as_slice()) {
+            ("GET", ["metrics"]) => Ok(self.metrics()),
+            ("GET", ["v1", "apps"]) => self.list_apps(),
+            ("GET", ["v1", "apps", app]) => self.get_app(app),
+            ("PUT", ["v1", "apps", app]) => changed(self.put_app(app, &req.body)),
+            ("DELETE", ["v1", "apps", app]) => changed(self.delete_app(app)),
+            ("GET", ["v1", "apps", app, "scripts"]) => self.list_scripts(app),
+            ("GET", ["v1", "apps", app, "scripts", name]) => self.get_script(app, name),
+            ("PUT", ["v1", "apps", app, "scripts", name]) => {
+                changed(self.put_script(app, name, &req.query, &req.body))
+            }
+            ("DELETE", ["v1", "apps", app, "scripts", name]) => {
+                changed(self.delete_script(app, name))
+            }
+            ("GET", ["v1", "apps", app, "scripts", name, "versions"]) => {
+                self.script_versions(app, name)
+            }
+            ("POST", ["v1", "apps", app, "scripts", name, "rollback"]) => {
+                changed(self.rollback(app, name, &req.body))
+            }
+            ("GET", ["v1", "apps", app, "routes"]) => self.get_routes(app),
+            ("PUT", ["v1", "apps", app, "routes"]) => changed(self.put_routes(app, &req.body)),
+            _ => Err(AdminError::not_found(format!(
+                "no admin route {method} {}",
+                req.path
+            ))),
+        }
+    }
+
+    fn health(&self) -> Response {
+        json_response(
+            200,
+            &json!({
+                "status": "ok",
+                "revision": self.publisher.revision(),
+                "store": self.store.kind(),
+            }),
+        )
+    }
+
+    fn metrics(&self) -> Response {
+        let text = format!(
+            "# HELP picloud_catalog_revision Store revision of the live catalog.\n\
+             # TYPE picloud_catalog_revision gauge\n\
+             picloud_catalog_revision {}\n{}",
+            self.publisher.revision(),
+            picloud_worker::metrics::render()
+        );
+        Response::new(200, "text/plain; version=0.0.4", text)
+    }
+
+    fn list_apps(&self) -> AdminResult {
+        let apps: Vec<Value> = self.store.list_apps()?.iter().map(app_json).collect();
+        Ok(json_response(200, &Value::Array(apps)))
+    }
+
+    fn get_app(&self, app: &str) -> AdminResult {
+        match self.store.get_app(app)? {
+            Some(a) => Ok(json_response(200, &app_json(&a))),
+            None => Err(AdminError::not_found(format!("no app {app:?}"))),
+        }
+    }
+
+    fn put_app(&self, app: &str, body: &[u8]) -> AdminResult {
+        validate_app_name(app).map_err(AdminError::invalid)?;
+        let config: AppConfig = if body.iter().all(u8::is_ascii_whitespace) {
+            AppConfig::default()
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| AdminError::invalid(format!("app body: {e}")))?
+        };
+        let config = config.normalize().map_err(AdminError::invalid)?;
+        let written = self.store.put_app(app, &config)?;
+        Ok(json_response(
+            if written.created { 201 } else { 200 },
+            &app_json(&written.value),
+        ))
+    }
+
+    fn delete_app(&self, app: &str) -> AdminResult {
+        if self.store.delete_app(app)? {
+            Ok(no_content())
+        } else {
+            Err(AdminError::not_found(format!("no app {app:?}")))
+        }
+    }
+
+    fn list_scripts(&self, app: &str) -> AdminResult {
+        let scripts: Vec<Value> = self
+            .store
+            .list_scripts(app)?
+            .iter()
+            .map(script_json)
+            .collect();
+        Ok(json_response(200, &Value::Array(scripts)))
+    }
+
+    fn get_script(&self, app: &str, name: &str) -> AdminResult {
+        match self.store.get_script(app, name)? {
+            Some(s) => {
+                let mut v = script_json(&s.info);
+                v["source"] = Value::from(s.source);
+                Ok(json_response(200, &v))
+            }
+            None => Err(AdminError::not_found(format!(
+                "no script {name:?} in app {app:?}"
+            ))),
+        }
+    }
+
+    /// Compiles `source` under the production engine settings, warming the shared AST cache so
+    /// the first request does not compile. A compile error is a 422 with line and column.
+    fn compile(&self, source: &str) -> Result<(), AdminError> {
+        self.ast_cache.compile(source).map(drop).map_err(|e| {
+            let mut err = AdminError::new(ErrorCode::CompileError, e.message.clone());
+            err.extra = vec![
+                ("line", Value::from(e.line)),
+                ("column", Value::from(e.column)),
+            ];
+            err
+        })
+    }
+
+    fn save_script(&self, app: &str, name: &str, kind: ScriptKind, source: &str) -> AdminResult {
+        self.compile(source)?;
+        let written = self.store.put_script(app, name, kind, source)?;
+        let s = &written.value;
+        Ok(json_response(
+            if written.created { 201 } else { 200 },
+            &json!({
+                "name": s.name,
+                "kind": s.kind.as_str(),
+                "version": s.version,
+                "hash": s.hash,
+                "imports": [],
+            }),
+        ))
+    }
+
+    fn put_script(&self, app: &str, name: &str, query: &str, body: &[u8]) -> AdminResult {
+        validate_script_name(name).map_err(AdminError::invalid)?;
+        if body.len() > self.limits.source_bytes_max {
+            return Err(AdminError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "script source is over {} bytes",
+                    self.limits.source_bytes_max
+                ),
+            ));
+        }
+        let source = std::str::from_utf8(body)
+            .map_err(|_| AdminError::invalid("script source must be UTF-8"))?;
+        let kind = match query_param(query, "kind") {
+            Some(k) => ScriptKind::parse(&k)
+                .ok_or_else(|| AdminError::invalid("kind must be endpoint or module"))?,
+            // An update without `kind` keeps the script's kind.
+            None => match self.store.get_script(app, name)? {
+                Some(s) => s.info.kind,
+                None => ScriptKind::Endpoint,
+            },
+        };
+        self.save_script(app, name, kind, source)
+    }
+
+    fn delete_script(&self, app: &str, name: &str) -> AdminResult {
+        if self.store.delete_script(app, name)? {
+            Ok(no_content())
+        } else {
+            Err(AdminError::not_found(format!(
+                "no script {name:?} in app {app:?}"
+            )))
+        }
+    }
+
+    fn script_versions(&self, app: &str, name: &str) -> AdminResult {
+        let versions: Vec<Value> = self
+            .store
+            .script_versions(app, name)?
+            .iter()
+            .map(version_json)
+            .collect();
+        Ok(json_response(200, &Value::Array(versions)))
+    }
+
+    fn rollback(&self, app: &str, name: &str, body: &[u8]) -> AdminResult {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Rollback {
+            version: u64,
+        }
+        let r: Rollback = serde_json::from_slice(body)
+            .map_err(|e| AdminError::invalid(format!("rollback body: {e}")))?;
+        let current = self
+            .store
+            .get_script(app, name)?
+            .ok_or_else(|| AdminError::not_found(format!("no script {name:?} in app {app:?}")))?;
+        let source = self
+            .store
+            .script_version_source(app, name, r.version)?
+            .ok_or_else(|| {
+                AdminError::not_found(format!("no version {} of {name:?}", r.version))
+            })?;
+        self.save_script(app, name, current.info.kind, &source)
+            .map(|mut resp| {
+                resp.status = 200;
+                resp
+            })
+    }
+
+    fn get_routes(&self, app: &str) -> AdminResult {
+        let routes = self.store.get_routes(app)?;
+        Ok(json_response(200, &json!(routes)))
+    }
+
+    fn put_routes(&self, app: &str, body: &[u8]) -> AdminResult {
+        let routes: Vec<Route> = serde_json::from_slice(body)
+            .map_err(|e| AdminError::invalid(format!("routes body: {e}")))?;
+        RouteTable::compile(&routes).map_err(|e| match e {
+            picloud_core::catalog::RouteError::Invalid(m) => AdminError::invalid(m),
+            picloud_core::catalog::RouteError::Conflict(m) => {
+                AdminError::new(ErrorCode::Conflict, m)
+            }
+        })?;
+        self.store.put_routes(app, &routes)?;
+        Ok(json_response(200, &json!(routes)))
+    }
+}
+
+/// The last value of a query parameter, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| picloud_core::catalog::percent_decode(v))
+        .next_back()
+}

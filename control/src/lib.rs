@@ -1,0 +1,16 @@
+//! PiCloud's control plane, as a library so that tests drive it in-process; the `picloud`
+//! binary (`main.rs`) is a thin shell over it.
+//!
+//! Owns: configuration ([`config`]), the stores ([`store`]), admin tokens ([`auth`]), the
+//! admin API ([`admin`]), catalog publishing ([`publish`]), assembling a node ([`node`]) and
+//! the `check` subcommand ([`check`]).
+//! Does not own: the data plane (picloud-worker) or the vocabulary (picloud-core). It never runs
+//! a script on a request of its own.
+
+pub mod admin;
+pub mod auth;
+pub mod check;
+pub mod config;
+pub mod node;
+pub mod publish;
+pub mod store;

@@ -1,0 +1,274 @@
+//! Assembling and stopping one node: store, token, engine pool, catalog, public front end,
+//! admin front end and the control thread.
+//!
+//! Owns: start order, the control thread (the one thread that runs admin requests and thus all
+//! store writes and catalog swaps), the admin front end's hand-off to it, the shutdown order
+//! and process signals. Every thread started here is joined by [`Node::shutdown`].
+//!
+//! Does not own: what the admin API does (`admin.rs`), serving scripts (picloud-worker).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use picloud_core::{ErrorCode, Limits, Store};
+use picloud_worker::dispatch::{Dispatcher, Live};
+use picloud_worker::engine::Pool;
+use picloud_worker::http::{self, Handler, Request, Response, ServerHandle};
+
+use crate::admin::Admin;
+use crate::auth::{self, TokenSet};
+use crate::config::Settings;
+use crate::publish::Publisher;
+use crate::store::embedded::EmbeddedStore;
+
+/// Admin requests waiting for the control thread. Admin traffic is light; a full queue means
+/// something is stuck, and the caller gets 503 rather than a pile-up of parked coroutines.
+const ADMIN_QUEUE_LEN_MAX: usize = 64;
+
+enum ControlMsg {
+    Admin(Request, may::sync::mpsc::Sender<Response>),
+    Stop,
+}
+
+/// The admin API's front-end handler: forwards each request to the control thread and parks
+/// the coroutine until the answer comes back, so blocking store calls never run on a coroutine.
+struct AdminFrontend {
+    tx: Sender<ControlMsg>,
+}
+
+impl Handler for AdminFrontend {
+    type Conn = (
+        may::sync::mpsc::Sender<Response>,
+        may::sync::mpsc::Receiver<Response>,
+    );
+
+    fn new_conn(&self) -> Self::Conn {
+        may::sync::mpsc::channel()
+    }
+
+    fn handle(&self, conn: &mut Self::Conn, req: Request) -> Response {
+        let unavailable = |why: &str| {
+            Response::new(
+                503,
+                "application/json",
+                serde_json::json!({"error": {"code": ErrorCode::Overloaded.as_str(), "message": why}})
+                    .to_string(),
+            )
+            .with_header("retry-after", "1")
+        };
+        match self.tx.try_send(ControlMsg::Admin(req, conn.0.clone())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return unavailable("admin queue full"),
+            Err(TrySendError::Disconnected(_)) => return unavailable("node is stopping"),
+        }
+        conn.1
+            .recv()
+            .unwrap_or_else(|_| unavailable("node is stopping"))
+    }
+}
+
+/// A started node and, on first start, the admin token generated for it.
+pub struct Started {
+    /// The running node.
+    pub node: Node,
+    /// A token generated because none existed; print it once.
+    pub generated_token: Option<String>,
+}
+
+/// A running node.
+pub struct Node {
+    public: ServerHandle,
+    admin: ServerHandle,
+    pool: Pool,
+    control_tx: Sender<ControlMsg>,
+    control: JoinHandle<()>,
+    store_kind: &'static str,
+    live: Live,
+}
+
+impl Node {
+    /// Starts a node. Binds both addresses before answering, so a returned node is ready.
+    pub fn start(settings: &Settings) -> anyhow::Result<Started> {
+        if settings.database_url.is_some() {
+            anyhow::bail!(
+                "PICLOUD_DATABASE_URL is set, but this build has only the embedded store \
+                 (PostgreSQL support is the next milestone); unset it to use {}",
+                settings.data_dir.display()
+            );
+        }
+        http::configure_runtime(settings.io_threads);
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(&settings.data_dir)
+                .with_context(|| format!("opening {}", settings.data_dir.display()))?,
+        );
+        let generated_token =
+            auth::ensure_admin_token(store.as_ref(), settings.admin_token.as_deref())?;
+        let tokens = TokenSet::load(store.as_ref())?;
+
+        let limits = &settings.limits;
+        let pool = Pool::start(settings.workers, limits);
+        let live = Live::default();
+        let publisher = Publisher::new(store.clone(), live.clone(), limits.clone());
+        publisher.publish().context("loading the catalog")?;
+
+        let public_listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding public address {}", settings.listen))?;
+        let admin_listener = TcpListener::bind(settings.admin_listen)
+            .with_context(|| format!("binding admin address {}", settings.admin_listen))?;
+
+        let dispatcher = Dispatcher::new(live.clone(), pool.submitter());
+        let public = http::serve(public_listener, Arc::new(dispatcher), limits)
+            .context("starting the public front end")?;
+
+        let (control_tx, control_rx) = crossbeam_channel::bounded(ADMIN_QUEUE_LEN_MAX);
+        let admin = Admin::new(
+            store.clone(),
+            tokens,
+            publisher,
+            pool.ast_cache(),
+            limits.clone(),
+        );
+        let control = std::thread::Builder::new()
+            .name("picloud-control".into())
+            .spawn(move || control_loop(&admin, &control_rx))
+            .context("spawning the control thread")?;
+        let admin_server = http::serve(
+            admin_listener,
+            Arc::new(AdminFrontend {
+                tx: control_tx.clone(),
+            }),
+            &admin_limits(limits),
+        )
+        .context("starting the admin front end")?;
+
+        Ok(Started {
+            node: Node {
+                public,
+                admin: admin_server,
+                pool,
+                control_tx,
+                control,
+                store_kind: store.kind(),
+                live,
+            },
+            generated_token,
+        })
+    }
+
+    /// The public address actually bound.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public.local_addr()
+    }
+
+    /// The admin address actually bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
+    /// `embedded` or `postgres`.
+    pub fn store_kind(&self) -> &'static str {
+        self.store_kind
+    }
+
+    /// The live catalog's revision.
+    pub fn revision(&self) -> u64 {
+        self.live.current().revision
+    }
+
+    /// Drains and stops: no new connections, in-flight requests finish (bounded by
+    /// `drain_timeout_ms`), then the control thread and the engine threads are joined.
+    pub fn shutdown(self) {
+        let report = self.public.shutdown();
+        log::info!("public front end drained: {report:?}");
+        let report = self.admin.shutdown();
+        log::info!("admin front end drained: {report:?}");
+        // The control thread may be mid-request; Stop queues behind it.
+        let _ = self.control_tx.send(ControlMsg::Stop);
+        if self.control.join().is_err() {
+            log::error!("control thread panicked");
+        }
+        self.pool.shutdown();
+        log::info!("stopped");
+    }
+}
+
+/// The admin front end's limits: scripts arrive as bodies, so its body limit is the script
+/// source limit (plus slack for JSON bodies), independent of the public body limit.
+fn admin_limits(limits: &Limits) -> Limits {
+    Limits {
+        body_bytes_max: limits.source_bytes_max.max(limits.body_bytes_max) + 64 * 1024,
+        connections_max: 256,
+        ..limits.clone()
+    }
+}
+
+/// The control thread: runs admin requests one at a time, so store writes and catalog swaps
+/// are serialised without further locking. Ends on `Stop`.
+fn control_loop(admin: &Admin, rx: &Receiver<ControlMsg>) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            ControlMsg::Admin(req, reply) => {
+                let resp = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    admin.handle(&req)
+                })) {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        log::error!("admin request {} {} panicked", req.method, req.path);
+                        Response::new(
+                            500,
+                            "application/json",
+                            r#"{"error":{"code":"internal","message":"internal error"}}"#,
+                        )
+                    }
+                };
+                // The coroutine may have gone (client disconnected): nothing to do then.
+                let _ = reply.send(resp);
+            }
+            ControlMsg::Stop => break,
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, blocked in every thread and taken synchronously by the main thread:
+/// no signal handler runs, nothing polls.
+pub struct ShutdownSignals {
+    set: libc::sigset_t,
+}
+
+impl ShutdownSignals {
+    /// Blocks SIGTERM and SIGINT in the calling thread (and every thread it starts later).
+    pub fn block() -> std::io::Result<ShutdownSignals> {
+        // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the calls only
+        // touch the signal mask of the calling thread.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(ShutdownSignals { set })
+        }
+    }
+
+    /// Sleeps in the kernel until SIGTERM or SIGINT arrives; returns its name.
+    pub fn wait(&self) -> &'static str {
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `self.set` was initialised in `block`; `sig` is a valid out pointer.
+            let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
+            if rc == 0 {
+                return if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+            }
+        }
+    }
+}

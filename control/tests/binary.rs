@@ -1,0 +1,221 @@
+//! The `picloud` binary as a user runs it: the ready line, the generated token, SIGTERM drain,
+//! `kill -9` durability and `picloud check`.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use support::request;
+
+const BIN: &str = env!("CARGO_BIN_EXE_picloud");
+
+struct Proc {
+    child: Child,
+    public: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    /// Every stdout line before the ready line.
+    before_ready: Vec<String>,
+}
+
+/// Starts `picloud serve` on ephemeral ports and waits for its ready line.
+fn serve(dir: &std::path::Path, token: Option<&str>) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .env("PICLOUD_LISTEN", "127.0.0.1:0")
+        .env("PICLOUD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("PICLOUD_DATA_DIR", dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("PICLOUD_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(t) = token {
+        cmd.env("PICLOUD_ADMIN_TOKEN", t);
+    }
+    let mut child = cmd.spawn().expect("spawn picloud");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut before_ready = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("picloud printed its ready line");
+        if let Some(rest) = line.strip_prefix("picloud ready ") {
+            let field = |name: &str| {
+                rest.split(' ')
+                    .find_map(|kv| kv.strip_prefix(name))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            };
+            assert!(rest.ends_with("store=embedded"), "{line}");
+            return Proc {
+                public: field("public="),
+                admin: field("admin="),
+                child,
+                before_ready,
+            };
+        }
+        before_ready.push(line);
+    }
+}
+
+fn signal(p: &Proc, sig: i32) {
+    // SAFETY: sending a signal to our own child process by pid.
+    let rc = unsafe { libc_kill(p.child.id() as i32, sig) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
+
+fn admin(p: &Proc, token: &str, method: &str, path: &str, body: &str) -> support::Reply {
+    request(
+        p.admin,
+        method,
+        path,
+        &[("authorization", &format!("Bearer {token}"))],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn generated_token_is_printed_once_and_works() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut p = serve(dir.path(), None);
+    let token_line = p
+        .before_ready
+        .iter()
+        .find(|l| l.contains("admin token"))
+        .unwrap_or_else(|| panic!("no token line in {:?}", p.before_ready))
+        .clone();
+    let token = token_line
+        .split_whitespace()
+        .find(|w| w.starts_with("pc_"))
+        .expect("token in line")
+        .to_string();
+    assert_eq!(admin(&p, &token, "GET", "/v1/apps", "").status, 200);
+    assert_eq!(admin(&p, "pc_wrong", "GET", "/v1/apps", "").status, 401);
+    signal(&p, SIGTERM);
+    assert!(p.child.wait().expect("wait").success());
+
+    // Second start: the token still works and is not printed again; the data dir holds only
+    // its hash.
+    let mut p = serve(dir.path(), None);
+    assert!(
+        p.before_ready.iter().all(|l| !l.contains("pc_")),
+        "{:?}",
+        p.before_ready
+    );
+    assert_eq!(admin(&p, &token, "GET", "/v1/apps", "").status, 200);
+    signal(&p, SIGTERM);
+    assert!(p.child.wait().expect("wait").success());
+    for entry in std::fs::read_dir(dir.path()).expect("read dir") {
+        let bytes = std::fs::read(entry.expect("entry").path()).unwrap_or_default();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "token stored in clear"
+        );
+    }
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_0() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut p = serve(dir.path(), Some("t"));
+    assert_eq!(admin(&p, "t", "PUT", "/v1/apps/demo", "").status, 201);
+    let slow = "let t = timestamp(); while t.elapsed < 0.5 {} \"done\"";
+    assert_eq!(
+        admin(&p, "t", "PUT", "/v1/apps/demo/scripts/slow", slow).status,
+        201
+    );
+    let routes = r#"[{"method":"GET","path":"/slow","script":"slow"}]"#;
+    assert_eq!(
+        admin(&p, "t", "PUT", "/v1/apps/demo/routes", routes).status,
+        200
+    );
+
+    let public = p.public;
+    let in_flight = thread::spawn(move || request(public, "GET", "/demo/slow", &[], b""));
+    thread::sleep(Duration::from_millis(150));
+    signal(&p, SIGTERM);
+    let r = in_flight.join().expect("request thread");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "done");
+    let status = p.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    // Stopped accepting.
+    assert!(std::net::TcpStream::connect(public).is_err());
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = serve(dir.path(), Some("t"));
+    assert_eq!(admin(&p, "t", "PUT", "/v1/apps/demo", "").status, 201);
+    for i in 0..20 {
+        let r = admin(
+            &p,
+            "t",
+            "PUT",
+            &format!("/v1/apps/demo/scripts/s{i}"),
+            &format!("{i}"),
+        );
+        assert_eq!(r.status, 201);
+    }
+    let routes = r#"[{"method":"GET","path":"/s19","script":"s19"}]"#;
+    assert_eq!(
+        admin(&p, "t", "PUT", "/v1/apps/demo/routes", routes).status,
+        200
+    );
+    let mut p = p;
+    signal(&p, SIGKILL);
+    let _ = p.child.wait();
+
+    let mut p = serve(dir.path(), Some("t"));
+    let scripts = admin(&p, "t", "GET", "/v1/apps/demo/scripts", "").json();
+    assert_eq!(scripts.as_array().map(Vec::len), Some(20));
+    assert_eq!(request(p.public, "GET", "/demo/s19", &[], b"").text(), "19");
+    signal(&p, SIGTERM);
+    assert!(p.child.wait().expect("wait").success());
+}
+
+#[test]
+fn check_prints_file_line_column() {
+    let dir = tempfile::tempdir().expect("dir");
+    let good = dir.path().join("good.rhai");
+    let bad = dir.path().join("bad.rhai");
+    std::fs::write(&good, "let x = 1; x + 1").expect("write");
+    let mut f = std::fs::File::create(&bad).expect("create");
+    writeln!(f, "let a = 1;\nlet b = (a + ;").expect("write");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let prefix = format!("{}:2:", bad.display());
+    assert!(err.starts_with(&prefix), "{err}");
+}

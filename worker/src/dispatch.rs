@@ -1,0 +1,137 @@
+//! Dispatch: from a parsed public request to a script's reply.
+//!
+//! Owns: [`Live`], the slot holding the current [`Catalog`] (swapped whole, atomically, by
+//! the control plane), and [`Dispatcher`], the front end's [`Handler`] for public traffic:
+//! route lookup on the coroutine, request ids, handing a job to the engine pool with
+//! `try_send` (full → 503 at once), and parking the coroutine until the engine replies.
+//!
+//! Does not own: HTTP framing (the front end), running scripts (the engine pool), or building
+//! catalogs (the control plane). Never blocks the OS thread: the only wait is the reply
+//! channel, which parks just the coroutine.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use picloud_core::Catalog;
+
+/// The live catalog, shared by the dispatcher (readers, lock-free) and the control plane (the
+/// one writer). A request takes one `Arc<Catalog>` at its start and finishes on it, whatever
+/// swaps happen meanwhile.
+#[derive(Clone)]
+pub struct Live(Arc<ArcSwap<Catalog>>);
+
+impl Default for Live {
+    fn default() -> Self {
+        Live(Arc::new(ArcSwap::from_pointee(Catalog::default())))
+    }
+}
+
+impl Live {
+    /// The current catalog.
+    pub fn current(&self) -> Arc<Catalog> {
+        self.0.load_full()
+    }
+
+    /// Replaces the catalog. Requests in flight keep the one they started with.
+    pub fn swap(&self, catalog: Catalog) {
+        self.0.store(Arc::new(catalog));
+    }
+}
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use picloud_core::{ErrorCode, Resolution};
+use serde_json::Value;
+
+use crate::engine::{Job, ReplyChannel, ScriptRequest, Submitter};
+use crate::errors::error_response;
+use crate::http::{Handler, Request, Response};
+use crate::metrics;
+
+/// A new request id: a random per-process prefix and a counter, 16 hex digits. Unique across
+/// restarts and nodes with overwhelming probability, and costs one atomic add.
+pub fn next_request_id() -> String {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| getrandom::u32().unwrap_or(std::process::id()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:08x}{:08x}", n as u32)
+}
+
+/// The public front end's handler.
+pub struct Dispatcher {
+    live: Live,
+    submitter: Submitter,
+}
+
+impl Dispatcher {
+    /// A dispatcher serving from `live` and running scripts through `submitter`'s pool.
+    pub fn new(live: Live, submitter: Submitter) -> Dispatcher {
+        Dispatcher { live, submitter }
+    }
+}
+
+impl Handler for Dispatcher {
+    /// One reply channel per connection: requests on a connection run one at a time (pipelined
+    /// ones in order), so it is reused for each of them.
+    type Conn = ReplyChannel;
+
+    fn new_conn(&self) -> ReplyChannel {
+        ReplyChannel::new()
+    }
+
+    fn handle(&self, reply: &mut ReplyChannel, req: Request) -> Response {
+        let id = next_request_id();
+        let resp = self.dispatch(reply, req, &id);
+        metrics::count_response(resp.status);
+        resp
+    }
+}
+
+impl Dispatcher {
+    fn dispatch(&self, reply: &mut ReplyChannel, req: Request, id: &str) -> Response {
+        // The request finishes on this catalog even if a new one is swapped in meanwhile.
+        let catalog = self.live.current();
+        let (app, script, params, path) =
+            match catalog.resolve(req.header("host"), &req.method, &req.path) {
+                Resolution::Found {
+                    app,
+                    script,
+                    params,
+                    path,
+                } => (app.clone(), script.clone(), params, path.to_string()),
+                Resolution::NotFound => return error_response(ErrorCode::NotFound, id, vec![]),
+                Resolution::MethodNotAllowed(allow) => {
+                    return error_response(ErrorCode::MethodNotAllowed, id, vec![])
+                        .with_header("allow", allow);
+                }
+            };
+        let job = Job {
+            app,
+            script,
+            request: ScriptRequest {
+                id: id.to_string(),
+                method: req.method,
+                path,
+                params,
+                query: req.query,
+                headers: req.headers,
+                body: req.body,
+            },
+            reply: reply.sender(),
+        };
+        if self.submitter.try_submit(job).is_err() {
+            metrics::count_overloaded();
+            return error_response(
+                ErrorCode::Overloaded,
+                id,
+                vec![("message", Value::from("job queue full, retry later"))],
+            );
+        }
+        metrics::count_script_run();
+        // Parks only this coroutine until the engine thread answers; the deadline is enforced
+        // over there, so no timer is armed here.
+        reply.recv()
+    }
+}

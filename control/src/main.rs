@@ -19,7 +19,7 @@ commands:
 run `picloud serve --help` for every option and its variable.";
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"))
         .format_timestamp_millis()
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -21,6 +21,14 @@ struct Proc {
     before_ready: Vec<String>,
 }
 
+impl Drop for Proc {
+    /// A failed test must not leave a server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `picloud serve` on ephemeral ports and waits for its ready line.
 fn serve(dir: &std::path::Path, token: Option<&str>) -> Proc {
     let mut cmd = Command::new(BIN);
@@ -48,9 +56,11 @@ fn serve(dir: &std::path::Path, token: Option<&str>) -> Proc {
     });
     let mut before_ready = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("picloud printed its ready line");
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("picloud printed no ready line; it printed {before_ready:?}");
+        };
         if let Some(rest) = line.strip_prefix("picloud ready ") {
             let field = |name: &str| {
                 rest.split(' ')

@@ -99,10 +99,9 @@ impl RouteTable {
             let pattern = to_matchit_pattern(&r.path)?;
             match by_pattern.iter_mut().find(|(p, _)| *p == pattern) {
                 Some((_, methods)) => {
-                    if let Some((m, _)) = methods
-                        .iter()
-                        .find(|(m, _)| *m == r.method || *m == Method::Any || r.method == Method::Any)
-                    {
+                    if let Some((m, _)) = methods.iter().find(|(m, _)| {
+                        *m == r.method || *m == Method::Any || r.method == Method::Any
+                    }) {
                         return Err(RouteError::Conflict(format!(
                             "routes {} {} and {} {} match the same requests",
                             m.as_str(),
@@ -144,7 +143,11 @@ impl RouteTable {
         let pick = |want: Method| methods.iter().find(|(m, _)| *m == want);
         let found = wanted
             .and_then(pick)
-            .or_else(|| (wanted == Some(Method::Head)).then(|| pick(Method::Get)).flatten())
+            .or_else(|| {
+                (wanted == Some(Method::Head))
+                    .then(|| pick(Method::Get))
+                    .flatten()
+            })
             .or_else(|| pick(Method::Any));
         match found {
             Some((_, script)) => RouteMatch::Found {
@@ -197,7 +200,11 @@ fn to_matchit_pattern(path: &str) -> Result<String, RouteError> {
             out.push_str(name);
             out.push('}');
         } else {
-            if seg.chars().any(|c| matches!(c, '{' | '}' | ':' | '*' | '?' | '#') || c.is_whitespace() || c.is_control()) {
+            if seg.chars().any(|c| {
+                matches!(c, '{' | '}' | ':' | '*' | '?' | '#')
+                    || c.is_whitespace()
+                    || c.is_control()
+            }) {
                 return invalid("static segments may not contain { } : * ? # or spaces");
             }
             out.push_str(seg);
@@ -291,7 +298,9 @@ impl Catalog {
                 .routes
                 .iter()
                 .filter(|r| {
-                    let ok = scripts.get(&r.script).is_some_and(|s| s.kind == ScriptKind::Endpoint);
+                    let ok = scripts
+                        .get(&r.script)
+                        .is_some_and(|s| s.kind == ScriptKind::Endpoint);
                     if !ok {
                         warnings.push(format!(
                             "app {}: route {} {} names no endpoint script {:?}",
@@ -337,7 +346,12 @@ impl Catalog {
     /// Resolves a request. `host` is the raw `Host` header; `path` the request path without
     /// the query string. An app listing the host gets the full path; otherwise the first path
     /// segment names the app.
-    pub fn resolve<'c>(&'c self, host: Option<&str>, method: &str, path: &'c str) -> Resolution<'c> {
+    pub fn resolve<'c>(
+        &'c self,
+        host: Option<&str>,
+        method: &str,
+        path: &'c str,
+    ) -> Resolution<'c> {
         let by_host = host
             .filter(|_| !self.hosts.is_empty())
             .and_then(|h| self.hosts.get(&normalize_host(h)));
@@ -398,7 +412,10 @@ mod tests {
             route("GET", "/*rest", "fallback"),
         ])
         .expect("compiles");
-        assert_eq!(found(&t, "GET", "/users/me").map(|f| f.0), Some("me".into()));
+        assert_eq!(
+            found(&t, "GET", "/users/me").map(|f| f.0),
+            Some("me".into())
+        );
         assert_eq!(
             found(&t, "GET", "/users/42"),
             Some(("user".into(), vec![("id".into(), "42".into())]))
@@ -424,20 +441,31 @@ mod tests {
 
     #[test]
     fn ambiguous_tables_are_rejected() {
-        let conflict = |routes: &[Route]| {
-            matches!(RouteTable::compile(routes), Err(RouteError::Conflict(_)))
-        };
-        assert!(conflict(&[route("GET", "/a", "x"), route("GET", "/a", "y")]));
+        let conflict =
+            |routes: &[Route]| matches!(RouteTable::compile(routes), Err(RouteError::Conflict(_)));
+        assert!(conflict(&[
+            route("GET", "/a", "x"),
+            route("GET", "/a", "y")
+        ]));
         assert!(conflict(&[route("GET", "/a", "x"), route("*", "/a", "y")]));
-        assert!(conflict(&[route("GET", "/u/:id", "x"), route("POST", "/u/:name", "y")]));
-        assert!(!conflict(&[route("GET", "/u/:id", "x"), route("POST", "/u/:id", "y")]));
+        assert!(conflict(&[
+            route("GET", "/u/:id", "x"),
+            route("POST", "/u/:name", "y")
+        ]));
+        assert!(!conflict(&[
+            route("GET", "/u/:id", "x"),
+            route("POST", "/u/:id", "y")
+        ]));
     }
 
     #[test]
     fn malformed_patterns_are_rejected() {
         for p in ["x", "/*a/b", "/:", "/a b", "/{x}"] {
             assert!(
-                matches!(RouteTable::compile(&[route("GET", p, "s")]), Err(RouteError::Invalid(_))),
+                matches!(
+                    RouteTable::compile(&[route("GET", p, "s")]),
+                    Err(RouteError::Invalid(_))
+                ),
                 "{p}"
             );
         }

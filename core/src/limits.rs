@@ -147,9 +147,21 @@ impl LimitOverrides {
         let u = |v: Option<usize>| v.map(|v| v as u64);
         check("timeout_ms", self.timeout_ms, max::TIMEOUT_MS)?;
         check("operations_max", self.operations_max, max::OPERATIONS)?;
-        check("heap_bytes_max", u(self.heap_bytes_max), max::HEAP_BYTES as u64)?;
-        check("call_depth_max", u(self.call_depth_max), max::CALL_DEPTH as u64)?;
-        check("string_bytes_max", u(self.string_bytes_max), max::HEAP_BYTES as u64)?;
+        check(
+            "heap_bytes_max",
+            u(self.heap_bytes_max),
+            max::HEAP_BYTES as u64,
+        )?;
+        check(
+            "call_depth_max",
+            u(self.call_depth_max),
+            max::CALL_DEPTH as u64,
+        )?;
+        check(
+            "string_bytes_max",
+            u(self.string_bytes_max),
+            max::HEAP_BYTES as u64,
+        )?;
         check("array_len_max", u(self.array_len_max), 100_000_000)?;
         check("map_len_max", u(self.map_len_max), 100_000_000)?;
         Ok(())

@@ -15,7 +15,9 @@ pub const NAME_BYTES_MAX: usize = 63;
 /// path segment of public URLs, so they stay URL- and DNS-safe. Names starting with `_` are
 /// free for PiCloud's own public paths.
 pub fn validate_app_name(name: &str) -> Result<(), String> {
-    validate_name("app", name, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    validate_name("app", name, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    })
 }
 
 /// Script names: 1–63 of `a-z 0-9 _ -`, starting with a letter, digit or `_`.
@@ -29,7 +31,11 @@ fn validate_name(what: &str, name: &str, allowed: impl Fn(char) -> bool) -> Resu
     let shape = || {
         format!(
             "{what} name {name:?} must be 1-{NAME_BYTES_MAX} characters of a-z, 0-9{} and start with a letter or digit",
-            if what == "script" { ", _ or -" } else { " or -" }
+            if what == "script" {
+                ", _ or -"
+            } else {
+                " or -"
+            }
         )
     };
     if name.is_empty() || name.len() > NAME_BYTES_MAX || !name.chars().all(allowed) {
@@ -273,7 +279,9 @@ mod tests {
 
     #[test]
     fn methods_round_trip() {
-        for m in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*"] {
+        for m in [
+            "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*",
+        ] {
             assert_eq!(Method::parse(m).map(Method::as_str), Some(m));
         }
         assert_eq!(Method::parse("get"), None);

@@ -12,8 +12,8 @@
 //! Does not own: validation of names, sources, route tables or limits (callers validate with
 //! [`crate::model`] and [`crate::catalog::RouteTable`] before writing), nor any I/O itself.
 
-use crate::model::{AppConfig, AppInfo, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
 use crate::ErrorCode;
+use crate::model::{AppConfig, AppInfo, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,8 +138,12 @@ pub trait Store: Send + Sync {
     fn script_versions(&self, app: &str, name: &str) -> StoreResult<Vec<ScriptVersionInfo>>;
 
     /// The source of one version, or `None` if that version does not exist.
-    fn script_version_source(&self, app: &str, name: &str, version: u64)
-    -> StoreResult<Option<String>>;
+    fn script_version_source(
+        &self,
+        app: &str,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<Option<String>>;
 
     /// Deletes a script and its history. `Ok(false)` if it did not exist; `Conflict` if a
     /// route uses it.

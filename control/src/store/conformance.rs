@@ -93,13 +93,17 @@ pub fn run_all(with_store: fn(fn(&dyn Store))) {
 /// check in [`CHECKS`]. `$with_store` is a `fn(fn(&dyn Store))` of the caller's: it creates a
 /// fresh, empty store, runs the check on it and cleans up. For example:
 ///
-/// ```ignore
+/// ```no_run
+/// use picloud_control::store::EmbeddedStore;
+/// use picloud_core::Store;
+///
 /// fn with_store(check: fn(&dyn Store)) {
 ///     let dir = tempfile::TempDir::new().expect("temp dir");
 ///     let store = EmbeddedStore::open(dir.path()).expect("open");
 ///     check(&store);
 /// }
 /// picloud_control::store_conformance_tests!(with_store);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! store_conformance_tests {

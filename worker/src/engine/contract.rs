@@ -10,8 +10,8 @@
 //! Does not own: running scripts or limits enforcement (`sandbox.rs`, `pool.rs`), the error JSON
 //! shape (`crate::errors`), HTTP framing (`crate::http`).
 
+use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -179,24 +179,27 @@ impl RequestObj {
         self.0
             .headers
             .get_or_init(|| {
-                // Repeated headers are joined with ", " in arrival order (RFC 9110 5.3).
-                let mut joined: BTreeMap<String, String> = BTreeMap::new();
+                let mut map = Map::new();
                 for (name, value) in &r.headers {
-                    let name = name.to_ascii_lowercase();
-                    match joined.get_mut(&name) {
-                        Some(v) => {
-                            v.push_str(", ");
-                            v.push_str(value);
+                    // Names arrive lower-case from the HTTP layer; lower-case only if not.
+                    let lowered;
+                    let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                        lowered = name.to_ascii_lowercase();
+                        lowered.as_str()
+                    } else {
+                        name.as_str()
+                    };
+                    match map.get_mut(name) {
+                        // Repeated headers are joined with ", " in arrival order (RFC 9110 5.3).
+                        Some(existing) => {
+                            let joined = format!("{existing}, {value}");
+                            *existing = joined.into();
                         }
                         None => {
-                            joined.insert(name, value.clone());
+                            map.insert(name.into(), value.as_str().into());
                         }
                     }
                 }
-                let map: Map = joined
-                    .into_iter()
-                    .map(|(k, v)| (k.into(), Dynamic::from(v)))
-                    .collect();
                 map.into()
             })
             .clone()
@@ -297,9 +300,10 @@ pub fn register_request_type(engine: &mut Engine) {
 
 /// Decodes `application/x-www-form-urlencoded` text: `+` → space, `%XX` → byte; invalid
 /// escapes are kept as written and invalid UTF-8 is replaced (U+FFFD), never an error.
-pub fn form_decode(s: &str) -> String {
+/// Borrows when there is nothing to decode (the common case).
+pub fn form_decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -322,24 +326,26 @@ pub fn form_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Builds `(query, query_all)` from a raw query string: `query` maps each name to its last
 /// value, `query_all` to an array of every value in order. `a` alone means `a=""`.
 fn parse_query(raw: &str) -> (Dynamic, Dynamic) {
     let mut last = Map::new();
-    let mut all: BTreeMap<String, Array> = BTreeMap::new();
+    let mut all = Map::new();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (form_decode(k), form_decode(v));
-        last.insert(k.as_str().into(), Dynamic::from(v.clone()));
-        all.entry(k).or_default().push(Dynamic::from(v));
+        let k = form_decode(k);
+        let v: Dynamic = form_decode(v).as_ref().into();
+        // Strings are reference-counted: the clone shares the value's bytes.
+        last.insert(k.as_ref().into(), v.clone());
+        if let Some(mut values) = all.get_mut(k.as_ref()).and_then(|a| a.write_lock::<Array>()) {
+            values.push(v);
+            continue;
+        }
+        all.insert(k.as_ref().into(), Dynamic::from_array(vec![v]));
     }
-    let all: Map = all
-        .into_iter()
-        .map(|(k, v)| (k.into(), Dynamic::from_array(v)))
-        .collect();
     (last.into(), all.into())
 }
 

@@ -30,7 +30,9 @@ mod sandbox;
 pub use alloc::CountingAlloc;
 pub use ast_cache::{AstCache, CompileError, compile_check};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
-pub use pool::{ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, Job, Pool, PoolConfig, Submitter};
+pub use pool::{
+    ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Pool, PoolConfig, Submitter,
+};
 pub use reply::{ReplyChannel, ReplyTx};
 pub use sandbox::CLOCK_CHECK_EVERY_OPS;
 

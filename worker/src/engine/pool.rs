@@ -257,6 +257,36 @@ impl Drop for Pool {
     }
 }
 
+/// Runs invocations on the calling thread exactly as an engine thread does (same engines, AST
+/// cache, budget and conversion), without the queue and reply hand-off. For measuring the
+/// engine's own per-request cost (`examples/engine_overhead.rs`); the calling thread must have
+/// an engine-sized stack ([`ENGINE_STACK_BYTES`]). Not for serving.
+#[doc(hidden)]
+pub struct InlineRunner {
+    engines: Engines,
+    cache: AstCache,
+}
+
+impl InlineRunner {
+    /// A runner with the node's `limits`.
+    pub fn new(limits: &Limits) -> InlineRunner {
+        InlineRunner {
+            engines: Engines::new(EngineProfile::of(limits), EngineOptions::default()),
+            cache: AstCache::new(limits),
+        }
+    }
+
+    /// Runs one invocation and returns its response.
+    pub fn run(
+        &mut self,
+        app: &CatalogApp,
+        script: &CatalogScript,
+        request: ScriptRequest,
+    ) -> Response {
+        run_job(&mut self.engines, &self.cache, app, script, request)
+    }
+}
+
 /// An engine thread's frozen engines: the node's profile, built at thread start, plus up to
 /// [`ENGINE_PROFILES_MAX`] others built on first use. None is ever modified after building.
 struct Engines {

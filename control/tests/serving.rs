@@ -201,3 +201,31 @@ fn per_app_limits_and_debug_apply() {
     assert_eq!(r.status, 500);
     assert!(r.text().contains("boom"), "{r:?}");
 }
+
+/// The HTTP bounds configured through `PICLOUD_*` reach the public front end.
+#[test]
+fn configured_http_limits_reach_the_front_end() {
+    let n = TestNode::start_with(&[
+        ("PICLOUD_BODY_BYTES_MAX", "100"),
+        ("PICLOUD_HEADERS_MAX", "8"),
+        ("PICLOUD_URI_BYTES_MAX", "200"),
+    ]);
+    n.deploy("demo", &[("/a", "a", "request.body.len")]);
+    n.admin(
+        "PUT",
+        "/v1/apps/demo/routes",
+        r#"[{"method":"POST","path":"/a","script":"a"}]"#,
+    );
+    assert_eq!(
+        request(n.public, "POST", "/demo/a", &[], &[b'x'; 100]).text(),
+        "100"
+    );
+    let r = request(n.public, "POST", "/demo/a", &[], &[b'x'; 101]);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"], "too_large");
+    let many: Vec<(String, String)> = (0..8).map(|i| (format!("x-h{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(request(n.public, "POST", "/demo/a", &many, b"").status, 431);
+    let long = format!("/demo/a?{}", "q".repeat(200));
+    assert_eq!(request(n.public, "POST", &long, &[], b"").status, 414);
+}

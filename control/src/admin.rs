@@ -304,14 +304,16 @@ impl Admin {
     /// Compiles `source` under the production engine settings, warming the shared AST cache so
     /// the first request does not compile. A compile error is a 422 with line and column.
     fn compile(&self, source: &str) -> Result<(), AdminError> {
-        self.ast_cache.compile(source).map(drop).map_err(|e| {
-            let mut err = AdminError::new(ErrorCode::CompileError, e.message.clone());
-            err.extra = vec![
-                ("line", Value::from(e.line)),
-                ("column", Value::from(e.column)),
-            ];
-            err
-        })
+        self.ast_cache
+            .warm(&picloud_core::content_hash(source), source)
+            .map_err(|e| {
+                let mut err = AdminError::new(ErrorCode::CompileError, e.message.clone());
+                err.extra = vec![
+                    ("line", Value::from(e.line)),
+                    ("column", Value::from(e.column)),
+                ];
+                err
+            })
     }
 
     fn save_script(&self, app: &str, name: &str, kind: ScriptKind, source: &str) -> AdminResult {

@@ -181,8 +181,8 @@ impl Stop {
     }
 }
 
-/// The running invocation's budget. `Copy`, in a `Cell`: `on_progress` runs on every operation
-/// and must not borrow-check, allocate or lock.
+/// The running invocation's budget. `Copy`, in a `Cell`: read and written only by the full
+/// check, never on the per-operation fast path (that is [`alloc::gate_ops`]).
 #[derive(Debug, Clone, Copy)]
 struct Budget {
     deadline: Instant,
@@ -191,9 +191,6 @@ struct Budget {
     /// When the clock was last read, and the operation count then.
     clock_read_at: Instant,
     clock_read_ops: u64,
-    /// `CLOCK_CHECK_EVERY_OPS - 1` while operations are cheap, 0 (every operation) while they
-    /// are expensive. See [`SLOW_OP_NS`].
-    clock_mask: u64,
 }
 
 thread_local! {
@@ -223,10 +220,9 @@ pub fn begin_invocation(limits: &Limits) {
         heap_bytes_max: isize::try_from(limits.heap_bytes_max).unwrap_or(isize::MAX),
         clock_read_at: now,
         clock_read_ops: 0,
-        clock_mask: CLOCK_CHECK_EVERY_OPS - 1,
     };
     BUDGET.with(|b| b.set(Some(budget)));
-    alloc::arm();
+    alloc::arm(budget.heap_bytes_max);
 }
 
 /// Clears the budget and disarms the allocator. Safe to call twice (the pool calls it again
@@ -248,11 +244,21 @@ pub fn end_invocation() -> Usage {
     }
 }
 
-/// Rhai calls this after every operation with the invocation's operation count. Checks, in
-/// order of cost: operations (a compare), heap peak (a thread-local load), and every
-/// [`CLOCK_CHECK_EVERY_OPS`] operations (every operation while they are slow) the clock (a
-/// vDSO call, ~25 ns).
+/// Rhai calls this after every operation with the invocation's operation count. The fast
+/// path is one thread-local load and a compare: nothing to check before the gate. The gate is
+/// the next clock read ([`CLOCK_CHECK_EVERY_OPS`] ahead while operations are cheap, the next
+/// operation while they are slow), capped at `operations_max + 1` so the operations limit is
+/// exact; the allocator closes it at once when the heap cap is crossed.
+#[inline]
 fn on_progress(operations: u64) -> Option<Dynamic> {
+    if operations < alloc::gate_ops() {
+        return None;
+    }
+    full_check(operations)
+}
+
+#[cold]
+fn full_check(operations: u64) -> Option<Dynamic> {
     BUDGET.with(|cell| {
         let mut budget = cell.get()?;
         if operations > budget.operations_max {
@@ -261,22 +267,22 @@ fn on_progress(operations: u64) -> Option<Dynamic> {
         if alloc::peak_bytes() > budget.heap_bytes_max {
             return Some(Stop::Memory.token());
         }
-        if operations & budget.clock_mask != 0 {
-            return None;
-        }
         let now = Instant::now();
         if now >= budget.deadline {
             return Some(Stop::Timeout.token());
         }
-        // Adapt the clock-read rate to the cost of operations (see SLOW_OP_NS). Only written
-        // back here, at a clock read, so the common path stays load-only.
+        // Adapt the clock-read rate to the cost of operations (see SLOW_OP_NS).
         let elapsed_ns = now.duration_since(budget.clock_read_at).as_nanos();
         let ops = operations.saturating_sub(budget.clock_read_ops).max(1);
         let slow = elapsed_ns > u128::from(ops) * u128::from(SLOW_OP_NS);
-        budget.clock_mask = if slow { 0 } else { CLOCK_CHECK_EVERY_OPS - 1 };
+        let stride = if slow { 1 } else { CLOCK_CHECK_EVERY_OPS };
         budget.clock_read_at = now;
         budget.clock_read_ops = operations;
         cell.set(Some(budget));
+        let next = operations
+            .saturating_add(stride)
+            .min(budget.operations_max.saturating_add(1));
+        alloc::set_gate_ops(next);
         None
     })
 }

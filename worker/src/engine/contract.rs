@@ -340,7 +340,10 @@ fn parse_query(raw: &str) -> (Dynamic, Dynamic) {
         let v: Dynamic = form_decode(v).as_ref().into();
         // Strings are reference-counted: the clone shares the value's bytes.
         last.insert(k.as_ref().into(), v.clone());
-        if let Some(mut values) = all.get_mut(k.as_ref()).and_then(|a| a.write_lock::<Array>()) {
+        if let Some(mut values) = all
+            .get_mut(k.as_ref())
+            .and_then(|a| a.write_lock::<Array>())
+        {
             values.push(v);
             continue;
         }

@@ -247,7 +247,15 @@ def render(results: dict) -> str:
         L.append(f"- Tools: {v.get('rustc')}; node {v.get('node')}; {v.get('deno')}; {v.get('wrk')}; "
                  f"python {v.get('python')}")
         L.append(f"- Load average at start: {m.get('loadavg', '?')}")
-        L.append("- Full `lscpu` / `free -m` output: in `bench/results/latest.json` (`machine`).")
+        L.append("")
+        L.append("<details><summary><code>lscpu; uname -a; free -m</code></summary>")
+        L.append("")
+        L.append("```")
+        L.append(m.get("lscpu", ""))
+        L.append(m.get("uname", ""))
+        L.append(m.get("free_m", ""))
+        L.append("```")
+        L.append("</details>")
     else:
         L.append("pending")
     L.append("")

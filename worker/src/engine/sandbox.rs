@@ -31,7 +31,7 @@ use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, NativeCallContext, Shared};
 
 use super::alloc;
-use super::contract;
+use super::{contract, nesting};
 
 /// How often (in operations) `on_progress` reads the clock while operations are cheap. One
 /// native call counts as one operation, so a clock read every 1024 operations let a loop of
@@ -131,6 +131,7 @@ pub fn build_engine(profile: &EngineProfile, options: EngineOptions) -> Engine {
     });
 
     contract::register_request_type(&mut engine);
+    nesting::register(&mut engine);
 
     if options.test_hooks {
         engine.register_fn("__picloud_test_panic", || -> INT {

@@ -235,8 +235,12 @@ impl Admin {
         let text = format!(
             "# HELP picloud_catalog_revision Store revision of the live catalog.\n\
              # TYPE picloud_catalog_revision gauge\n\
-             picloud_catalog_revision {}\n{}",
+             picloud_catalog_revision {}\n\
+             # HELP picloud_ast_compiles_total Script compilations (saves and cache misses).\n\
+             # TYPE picloud_ast_compiles_total counter\n\
+             picloud_ast_compiles_total {}\n{}",
             self.publisher.revision(),
+            self.ast_cache.compiles(),
             picloud_worker::metrics::render()
         );
         Response::new(200, "text/plain; version=0.0.4", text)

@@ -178,6 +178,11 @@ impl Node {
         self.live.current().revision
     }
 
+    /// Script compilations done by the shared AST cache since start.
+    pub fn ast_compiles(&self) -> u64 {
+        self.pool.ast_cache().compiles()
+    }
+
     /// Drains and stops: no new connections, in-flight requests finish (bounded by
     /// `drain_timeout_ms`), then the control thread and the engine threads are joined.
     pub fn shutdown(self) {

@@ -229,3 +229,34 @@ fn configured_http_limits_reach_the_front_end() {
     let long = format!("/demo/a?{}", "q".repeat(200));
     assert_eq!(request(n.public, "POST", &long, &[], b"").status, 414);
 }
+
+/// A catalog swap recompiles nothing that did not change: saving script `b` compiles `b` once
+/// (at save, warming the cache) and neither the swap nor the next requests compile `a` again.
+#[test]
+fn a_catalog_swap_recompiles_only_what_changed() {
+    let n = TestNode::start();
+    n.deploy("demo", &[("/a", "a", "\"a1\""), ("/b", "b", "\"b1\"")]);
+    assert_eq!(n.get("/demo/a").text(), "a1");
+    assert_eq!(n.get("/demo/b").text(), "b1");
+    let compiles = || n.node.as_ref().map(|node| node.ast_compiles()).unwrap_or(0);
+    let before = compiles();
+
+    assert_eq!(
+        n.admin("PUT", "/v1/apps/demo/scripts/b", "\"b2\"").status,
+        200
+    );
+    assert_eq!(n.get("/demo/a").text(), "a1");
+    assert_eq!(n.get("/demo/b").text(), "b2");
+    assert_eq!(compiles(), before + 1, "only b's new version was compiled");
+
+    // A swap that changes no script (app settings, routes) compiles nothing.
+    n.admin("PUT", "/v1/apps/demo", r#"{"debug":true}"#);
+    n.admin(
+        "PUT",
+        "/v1/apps/demo/routes",
+        r#"[{"method":"GET","path":"/a","script":"a"},{"method":"GET","path":"/b2","script":"b"}]"#,
+    );
+    assert_eq!(n.get("/demo/a").text(), "a1");
+    assert_eq!(n.get("/demo/b2").text(), "b2");
+    assert_eq!(compiles(), before + 1);
+}

@@ -18,6 +18,7 @@
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -92,6 +93,9 @@ pub struct AstCache {
     compiler: Engine,
     source_bytes_max: usize,
     entries: Mutex<LruCache<String, Arc<AST>>>,
+    /// Compilations done so far (cache misses and save-time checks): lets tests and metrics
+    /// see that a catalog swap recompiled nothing that did not change.
+    compiles: AtomicU64,
 }
 
 impl AstCache {
@@ -106,11 +110,13 @@ impl AstCache {
             compiler: build_engine(&EngineProfile::of(limits), options),
             source_bytes_max: limits.source_bytes_max,
             entries: Mutex::new(LruCache::new(cap)),
+            compiles: AtomicU64::new(0),
         }
     }
 
     /// Compiles `source` without touching the cache (save-time checks, warming).
     pub fn compile(&self, source: &str) -> Result<Arc<AST>, CompileError> {
+        self.compiles.fetch_add(1, Ordering::Relaxed);
         compile_with(&self.compiler, source, self.source_bytes_max).map(Arc::new)
     }
 
@@ -139,6 +145,11 @@ impl AstCache {
     /// swap, for new hashes only).
     pub fn warm(&self, hash: &str, source: &str) -> Result<(), CompileError> {
         self.get_or_compile(hash, source).map(drop)
+    }
+
+    /// Compilations done by this cache since it was created.
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
     }
 
     /// Number of cached ASTs.

@@ -382,49 +382,79 @@ fn shutdown_finishes_queued_jobs_and_refuses_new_ones() {
     );
 }
 
-/// The reply wait parks only the coroutine: a may coroutine waits for an engine job while the
-/// same may worker keeps running another coroutine.
+/// Runs one test of this binary alone in a child process (with `PICLOUD_CHILD` set) and returns
+/// its stdout. For tests that need a fresh process: shared stdout, may's one-time config.
+fn run_child(test: &str) -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("PICLOUD_CHILD", "1")
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child {test} failed: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "child {test} did not run: {stdout}"
+    );
+    stdout
+}
+
+fn in_child() -> bool {
+    std::env::var_os("PICLOUD_CHILD").is_some()
+}
+
+/// The reply wait parks only the coroutine: with a single may worker thread, a coroutine
+/// waiting for a slow engine job must let another coroutine run to completion meanwhile. Were
+/// the wait to block the OS thread, the other coroutine could only run after the job.
 #[test]
 fn reply_parks_only_the_coroutine() {
+    run_child("reply_parks_only_the_coroutine_child");
+}
+
+#[test]
+fn reply_parks_only_the_coroutine_child() {
+    if !in_child() {
+        return;
+    }
+    // Before any other use of may in this (fresh) process.
+    may::config().set_workers(1);
     let pool = Arc::new(pool());
     let slow = Limits {
-        timeout_ms: 2_000,
+        timeout_ms: 5_000,
         ..Limits::default()
     };
-    may::config().set_workers(1);
-    let p = pool.clone();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (p, o) = (pool.clone(), order.clone());
     let waiter = may::go!(move || {
         let replies = ReplyChannel::new();
-        assert!(p.try_submit(job("sleep(0.2); 7", slow, &replies)).is_ok());
-        replies.recv()
+        assert!(p.try_submit(job("sleep(1.0); 7", slow, &replies)).is_ok());
+        let resp = replies.recv();
+        o.lock().expect("order").push("waiter");
+        resp
     });
-    // While the waiter is parked, another coroutine on the (single) may worker makes progress.
-    let ticker = may::go!(move || {
-        let mut ticks = 0;
+    let o = order.clone();
+    let other = may::go!(move || {
         for _ in 0..10 {
-            may::coroutine::sleep(Duration::from_millis(5));
-            ticks += 1;
+            may::coroutine::yield_now();
         }
-        ticks
+        o.lock().expect("order").push("other");
     });
-    assert_eq!(ticker.join().expect("ticker"), 10);
-    let resp = waiter.join().expect("waiter");
+    other.join().expect("other coroutine");
+    let resp = waiter.join().expect("waiter coroutine");
     assert_eq!(resp.body, b"7");
+    assert_eq!(*order.lock().expect("order"), ["other", "waiter"]);
 }
 
 /// `print` output never reaches stdout. Checked in a child process (this same test binary,
 /// running only `print_child`), because stdout is shared by every test of this process.
 #[test]
 fn print_does_not_reach_stdout() {
-    let exe = std::env::current_exe().expect("test binary");
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "print_child", "--nocapture", "--test-threads=1"])
-        .env("PICLOUD_PRINT_CHILD", "1")
-        .output()
-        .expect("run child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed: {stdout}");
-    assert!(stdout.contains("1 passed"), "child did not run: {stdout}");
+    let stdout = run_child("print_child");
     assert!(
         !stdout.contains("MARKER-PRINT"),
         "print reached stdout: {stdout}"
@@ -438,14 +468,11 @@ fn print_does_not_reach_stdout() {
 /// Half of [`print_does_not_reach_stdout`]; does nothing unless run as its child.
 #[test]
 fn print_child() {
-    if std::env::var_os("PICLOUD_PRINT_CHILD").is_none() {
+    if !in_child() {
         return;
     }
     let pool = pool();
-    let (resp, _) = run(
-        &pool,
-        r#"print("MARKER-PRINT"); debug("MARKER-DEBUG"); "done""#,
-        Limits::default(),
-    );
+    let script = r#"print("MARKER-PRINT"); debug("MARKER-DEBUG"); "done""#;
+    let (resp, _) = run(&pool, script, Limits::default());
     assert_eq!(resp.body, b"done");
 }

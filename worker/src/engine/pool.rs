@@ -37,9 +37,10 @@ use crate::http::Response;
 /// builds needed 2.5 MiB, debug builds (tests) 14 MiB; plain recursion 2 / 12 MiB. 64 MiB gives
 /// release builds a 25x margin and debug builds 4x. It is virtual memory: only the pages a
 /// script actually touched become resident (a shallow script touches a few KiB). The margin
-/// also pushes back Rhai's own unbounded recursion over deeply nested values (dropping or
-/// printing an array nested 100k deep), which no limit of Rhai's stops; see the report in
-/// `engine/mod.rs`.
+/// also covers Rhai's cheap per-level recursions over deeply nested values (clone, drop, size
+/// checks, the plain formatter behind string interpolation: an array nested 40k deep, about
+/// the deepest a 30 s deadline can build, interpolated fine); the expensive ones are bounded
+/// in `nesting.rs`.
 pub const ENGINE_STACK_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most frozen engines an engine thread keeps for apps whose Rhai-checked limits differ from

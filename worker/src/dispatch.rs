@@ -121,7 +121,9 @@ impl Dispatcher {
             },
             reply: reply.sender(),
         };
-        if self.submitter.try_submit(job).is_err() {
+        if let Err(job) = self.submitter.try_submit(job) {
+            // We answer this request ourselves; no fallback reply is wanted.
+            job.reply.cancel();
             metrics::count_overloaded();
             return error_response(
                 ErrorCode::Overloaded,

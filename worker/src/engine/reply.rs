@@ -4,35 +4,57 @@
 //! Owns: the may-aware hand-back and its one-reply-per-job guarantee. Does not own: the job
 //! queue (`pool.rs`) or writing the response (the HTTP layer).
 //!
-//! Why `may::sync::mpsc`: a crossbeam `recv()` on a coroutine blocks the whole may worker
-//! thread (DESIGN.md: a fast request waited 174 ms behind a 200 ms script). may's channel parks
-//! only the coroutine, and a `send` from a plain OS thread (the engine) unparks it. The same
-//! `recv` on a plain thread parks the thread, so tests and the control plane can use it too.
-//! There is no timer on the waiting side: the deadline is enforced on the engine thread, and a
-//! per-request timer cost ~40% throughput when measured.
+//! Why a one-slot cell and may's `Blocker`: a crossbeam `recv()` on a coroutine blocks the
+//! whole may worker thread (DESIGN.md: a fast request waited 174 ms behind a 200 ms script).
+//! A may `Blocker` parks only the coroutine, and an `unpark` from a plain OS thread (the engine)
+//! reschedules it; on a plain thread the same `Blocker` parks the thread, so tests and the
+//! control plane can use it too. An earlier version used `may::sync::mpsc`, whose queue
+//! allocates 64-slot blocks: ~5 KiB per idle keep-alive connection, for a channel that never
+//! holds more than one live reply. There is no timer on the waiting side: the deadline is
+//! enforced on the engine thread, and a per-request timer cost ~40% throughput when measured.
 //!
-//! Why sequence numbers: a connection reuses one channel, and a `ReplyTx` that is dropped
-//! without sending (a job refused by a full queue, or lost in a failure) sends a fallback reply
-//! so that a waiter can never hang. Each `ReplyTx` carries the sequence number of the request it
-//! belongs to, and `recv` discards replies for any other request, so a late or fallback reply
-//! can never be taken for the next request's answer.
+//! Why sequence numbers: a connection reuses one cell, and a `ReplyTx` that is dropped without
+//! sending (a job lost in a failure) sends a fallback reply so that a waiter can never hang.
+//! Each `ReplyTx` carries the sequence number of the request it belongs to, and `recv` discards
+//! replies for any other request, so a late or fallback reply can never be taken for the next
+//! request's answer.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
-use may::sync::mpsc;
+use may::sync::Blocker;
+use parking_lot::Mutex;
 use picloud_core::ErrorCode;
 
 use crate::errors::error_response;
 use crate::http::Response;
 
-type Msg = (u64, Response);
+/// The state shared by a connection's waiter and the engine thread answering it. Both locks
+/// are held for a handful of instructions and never across a park.
+#[derive(Default)]
+struct Shared {
+    /// The latest reply not yet taken, with its sequence number. A newer reply replaces an
+    /// untaken stale one, which is what the waiter wants anyway.
+    slot: Mutex<Option<(u64, Response)>>,
+    /// The parked waiter, if any; taken (and unparked) by the sender.
+    waiter: Mutex<Option<Arc<Blocker>>>,
+}
+
+impl Shared {
+    fn put(&self, seq: u64, resp: Response) {
+        *self.slot.lock() = Some((seq, resp));
+        let waiter = self.waiter.lock().take();
+        if let Some(w) = waiter {
+            w.unpark();
+        }
+    }
+}
 
 /// The receiving end of replies, one per connection (or per caller). `Send`, not `Sync`:
 /// requests on one connection are answered one at a time, which is what the sequence number
 /// relies on.
 pub struct ReplyChannel {
-    tx: mpsc::Sender<Msg>,
-    rx: mpsc::Receiver<Msg>,
+    shared: Arc<Shared>,
     /// Sequence number of the latest [`ReplyTx`] handed out; `recv` waits for that one.
     seq: Cell<u64>,
 }
@@ -46,10 +68,8 @@ impl Default for ReplyChannel {
 impl ReplyChannel {
     /// A new channel.
     pub fn new() -> ReplyChannel {
-        let (tx, rx) = mpsc::channel();
         ReplyChannel {
-            tx,
-            rx,
+            shared: Arc::new(Shared::default()),
             seq: Cell::new(0),
         }
     }
@@ -60,7 +80,7 @@ impl ReplyChannel {
         let seq = self.seq.get().wrapping_add(1);
         self.seq.set(seq);
         ReplyTx {
-            tx: Some(self.tx.clone()),
+            shared: Some(self.shared.clone()),
             seq,
         }
     }
@@ -71,21 +91,36 @@ impl ReplyChannel {
     pub fn recv(&self) -> Response {
         let want = self.seq.get();
         loop {
-            match self.rx.recv() {
-                Ok((seq, resp)) if seq == want => return resp,
-                // A stale reply for an earlier request: drop it and keep waiting.
-                Ok(_) => continue,
-                // Cannot happen: `self.tx` keeps the channel open. Answer rather than spin.
-                Err(_) => return error_response(ErrorCode::Internal, "", Vec::new()),
+            if let Some(resp) = self.take(want) {
+                return resp;
             }
+            // Register before the re-check: a reply put after the re-check finds the waiter and
+            // unparks it; one put before is seen by the re-check. An unpark that lands before
+            // the park makes the park return at once (may's park keeps the token).
+            let me = Blocker::current();
+            *self.shared.waiter.lock() = Some(me.clone());
+            if let Some(resp) = self.take(want) {
+                self.shared.waiter.lock().take();
+                return resp;
+            }
+            // No timeout: see `recv`'s contract. A spurious wake-up just loops.
+            let _ = me.park(None);
+        }
+    }
+
+    /// Takes the slot's reply if it is the one wanted; drops a stale one.
+    fn take(&self, want: u64) -> Option<Response> {
+        match self.shared.slot.lock().take() {
+            Some((seq, resp)) if seq == want => Some(resp),
+            _ => None,
         }
     }
 }
 
 /// Sends one job's reply. Travels inside the [`Job`](super::Job) to the engine thread.
 pub struct ReplyTx {
-    /// `None` once sent.
-    tx: Option<mpsc::Sender<Msg>>,
+    /// `None` once sent or cancelled.
+    shared: Option<Arc<Shared>>,
     seq: u64,
 }
 
@@ -93,8 +128,8 @@ impl ReplyTx {
     /// Sends the reply, waking the waiter. If the waiter is gone (connection closed, channel
     /// dropped) the response is dropped: that is normal, not an error.
     pub fn send(mut self, resp: Response) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send((self.seq, resp));
+        if let Some(shared) = self.shared.take() {
+            shared.put(self.seq, resp);
         }
     }
 }
@@ -103,7 +138,7 @@ impl ReplyTx {
     /// Drops this sender without replying, for a caller that answers the request itself (for
     /// example a 503 after `try_submit` gave the job back). No fallback reply is sent.
     pub fn cancel(mut self) {
-        self.tx = None;
+        self.shared = None;
     }
 }
 
@@ -113,11 +148,11 @@ impl Drop for ReplyTx {
     /// this fallback carries a stale sequence number by the time anyone receives, or is received
     /// by nobody.
     fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send((
+        if let Some(shared) = self.shared.take() {
+            shared.put(
                 self.seq,
                 error_response(ErrorCode::Internal, "", Vec::new()),
-            ));
+            );
         }
     }
 }

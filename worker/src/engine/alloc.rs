@@ -18,14 +18,22 @@
 //! - unarmed threads (the may workers, the control plane, tests' main threads) pay one
 //!   thread-local load and a branch per allocation, nothing else.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 
-/// The global allocator of every binary linking `picloud-worker`: [`System`] plus per-thread
-/// byte counting while armed. Declared `#[global_allocator]` in `engine/mod.rs`.
+/// The allocator that does the work: the system allocator, or mimalloc with the `mimalloc`
+/// feature (see bench/RESULTS.md for the comparison that keeps the default).
+#[cfg(not(feature = "mimalloc"))]
+use std::alloc::System as Inner;
+
+#[cfg(feature = "mimalloc")]
+use mimalloc::MiMalloc as Inner;
+
+/// The global allocator of every binary linking `picloud-worker`: the system allocator plus
+/// per-thread byte counting while armed. Declared `#[global_allocator]` in `engine/mod.rs`.
 ///
-/// If bench/ later shows mimalloc (`no_thp`) is better, it goes *inside* this wrapper in place of
-/// `System`; the counting stays.
+/// With the `mimalloc` feature, mimalloc (`no_thp`) does the work inside this wrapper instead of
+/// the system allocator; the counting stays.
 pub struct CountingAlloc;
 
 /// Per-thread counter. `Copy` so that `Cell` gives whole-value loads and stores with no borrow
@@ -87,13 +95,13 @@ fn signed(bytes: usize) -> isize {
     isize::try_from(bytes).unwrap_or(isize::MAX)
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged and only adds
-// bookkeeping that neither allocates nor unwinds, so `System`'s guarantees carry over.
+// SAFETY: every method forwards to the inner allocator with the caller's arguments unchanged
+// and only adds bookkeeping that neither allocates nor unwinds, so its guarantees carry over.
 unsafe impl GlobalAlloc for CountingAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded contract of `GlobalAlloc::alloc`.
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { Inner.alloc(layout) };
         if !p.is_null() {
             record(signed(layout.size()));
         }
@@ -103,7 +111,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded contract of `GlobalAlloc::alloc_zeroed`.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { Inner.alloc_zeroed(layout) };
         if !p.is_null() {
             record(signed(layout.size()));
         }
@@ -113,14 +121,14 @@ unsafe impl GlobalAlloc for CountingAlloc {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded contract of `GlobalAlloc::dealloc`.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { Inner.dealloc(ptr, layout) };
         record(-signed(layout.size()));
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded contract of `GlobalAlloc::realloc`.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { Inner.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             record(signed(new_size) - signed(layout.size()));
         }

@@ -78,7 +78,11 @@ def measure_workload(name: str, workload: str, cfg: dict) -> dict:
         if cfg["warmup"] > 0:
             run_wrk(url, cfg["warmup"], cfg["connections"], cfg["threads"], script, latency=False)
         runs, raws = [], []
-        for _ in range(cfg["runs"]):
+        discarded = []
+        retries = cfg.get("retries", 0)
+        while len(runs) < cfg["runs"]:
+            if cfg.get("wait_quiet"):
+                wait_quiet(cfg["wait_quiet"])  # our idle server counts too: it should be ~0
             watch = CpuWatch(s.pid)
             r, raw = run_wrk(url, cfg["duration"], cfg["connections"], cfg["threads"], script)
             r.update(watch.read())
@@ -86,8 +90,16 @@ def measure_workload(name: str, workload: str, cfg: dict) -> dict:
             # limit, and comparable across machines of one kind. Includes wrk's start and stop.
             r["server_cpu_us_per_req"] = (round(r["server_cpu_s"] * 1e6 / r["requests"], 2)
                                           if r.get("requests") else None)
+            if r["other_cpu_pct"] > NOISY_PCT and len(discarded) < retries:
+                # Disturbed by another process: keep it on record, measure again.
+                log(f"  {name} {workload}: run disturbed ({r['other_cpu_pct']} % other CPU, "
+                    f"{r['rps']:.0f} req/s): discarded, measuring again")
+                discarded.append(r)
+                continue
             runs.append(r)
             raws.append(raw)
+        if discarded:
+            res["discarded_runs"] = discarded
         if not s.alive():
             return {"status": "failed", "note": f"server died during the run (exit {s.proc.returncode})"}
         res.update(proc_mem_kib(s.pid))
@@ -119,7 +131,8 @@ def measure_workload(name: str, workload: str, cfg: dict) -> dict:
 def measure_server(name: str, cfg: dict) -> dict:
     kind, cpus, workers, label = SERVERS[name]
     out = {"label": label, "cpus": cpus, "workers": workers, "date": time.strftime("%Y-%m-%d %H:%M"),
-           "config": {k: cfg[k] for k in ("runs", "duration", "warmup", "connections", "threads")},
+           "config": {k: cfg[k] for k in ("runs", "duration", "warmup", "connections", "threads",
+                                          "wait_quiet", "retries")},
            "workloads": {}}
     if kind == "picloud" and os.environ.get("BENCH_PICLOUD_BUILD_FAILED"):
         out["status"] = "skipped"
@@ -266,7 +279,9 @@ def render(results: dict) -> str:
         srv = servers.get(name)
         if srv and srv.get("status") != "skipped" and srv.get("date"):
             c = srv.get("config", {})
-            when.append(f"{name} {srv['date']} ({c.get('runs', '?')}×{c.get('duration', '?')} s)")
+            nd = sum(len(w.get("discarded_runs", [])) for w in srv.get("workloads", {}).values())
+            when.append(f"{name} {srv['date']} ({c.get('runs', '?')}×{c.get('duration', '?')} s"
+                        + (f", {nd} disturbed runs discarded and redone" if nd else "") + ")")
     if when:
         L.append("Measured: " + "; ".join(when) + ".")
         L.append("")
@@ -391,7 +406,10 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=30, help="footprint idle window, seconds (default 30)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="before each measurement wait up to S seconds for the machine to be idle "
-                         "(< 5%% CPU): for shared machines (default 0: do not wait)")
+                         "(< 5%% CPU), before each run too: for shared machines (default 0: do not wait)")
+    ap.add_argument("--retries", type=int, default=None, metavar="N",
+                    help="redo a run disturbed by other processes (> 5%% other CPU), at most N times "
+                         "per workload (default: 6 with --wait-quiet, else 0)")
     ap.add_argument("--only", help=f"comma list of parts to run: {','.join(PARTS)}")
     ap.add_argument("--skip", help="comma list of parts not to run")
     ap.add_argument("--quick", action="store_true",
@@ -410,6 +428,8 @@ def main() -> int:
     else:
         if a.quick:
             a.runs, a.duration, a.warmup, a.idle = 1, 2, 1, 5
+        if a.retries is None:
+            a.retries = 6 if a.wait_quiet else 0
         parts = a.only.split(",") if a.only else list(PARTS)
         for p in parts + (a.skip.split(",") if a.skip else []):
             if p not in PARTS:
@@ -425,6 +445,7 @@ def main() -> int:
         results["commit"] = rev or "unknown"
         results["config"] = {"runs": a.runs, "duration": a.duration, "warmup": a.warmup,
                              "connections": a.connections, "threads": a.threads, "idle": a.idle,
+                             "wait_quiet": a.wait_quiet, "retries": a.retries,
                              "quick": a.quick, "parts": parts}
         results.setdefault("servers", {})
         t0 = time.monotonic()

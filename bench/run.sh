@@ -8,6 +8,7 @@
 #   bench/run.sh --only ceiling,node,deno     # parts: ceiling node deno picloud picloud-2core overhead footprint
 #   bench/run.sh --no-build ...    # use the binaries as they are
 #   bench/run.sh --report-only [--write-results]   # regenerate the report from latest.json
+#   bench/run.sh --wait-quiet 120 ... # shared machine: wait for quiet, redo disturbed runs
 #
 # Every other argument is passed to bench/bench.py (see `python3 bench/bench.py --help`).
 set -euo pipefail
@@ -26,7 +27,7 @@ for a in "$@"; do
   case "$a" in
     --no-build) BUILD=0 ;;
     --report-only) REPORT_ONLY=1; ARGS+=("$a") ;;
-    -h|--help) sed -n '2,13p' "$0"; exec python3 "$BENCH/bench.py" --help ;;
+    -h|--help) sed -n '2,12p' "$BENCH/run.sh"; exec python3 "$BENCH/bench.py" --help ;;
     *) ARGS+=("$a") ;;
   esac
 done

@@ -20,14 +20,21 @@ use may_minihttp::{HttpService, HttpServiceFactory, Request, Response};
 struct Bench;
 
 fn fib(n: u64) -> u64 {
-    if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+    if n < 2 {
+        n
+    } else {
+        fib(n - 1) + fib(n - 2)
+    }
 }
 
 fn json_workload(body: &[u8]) -> io::Result<Vec<u8>> {
     let v: serde_json::Value = serde_json::from_slice(body)?;
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "expected {name, values}");
     let obj = v.as_object().ok_or_else(bad)?;
-    let values = obj.get("values").and_then(|x| x.as_array()).ok_or_else(bad)?;
+    let values = obj
+        .get("values")
+        .and_then(|x| x.as_array())
+        .ok_or_else(bad)?;
     let sum: i64 = values.iter().filter_map(|x| x.as_i64()).sum();
     let out = serde_json::json!({
         "name": obj.get("name").cloned().unwrap_or(serde_json::Value::Null),
@@ -48,7 +55,8 @@ impl HttpService for Bench {
         };
         match route {
             1 => {
-                rsp.header("Content-Type: text/plain; charset=utf-8").body("Hello, world");
+                rsp.header("Content-Type: text/plain; charset=utf-8")
+                    .body("Hello, world");
             }
             2 => {
                 let mut body = Vec::with_capacity(256);
@@ -65,7 +73,8 @@ impl HttpService for Bench {
             3 => {
                 // black_box: keep the compiler from folding fib(20) into a constant.
                 let n = fib(std::hint::black_box(20));
-                rsp.header("Content-Type: application/json").body_vec(n.to_string().into_bytes());
+                rsp.header("Content-Type: application/json")
+                    .body_vec(n.to_string().into_bytes());
             }
             _ => {
                 rsp.status_code(404, "Not Found").body("not found");
@@ -85,11 +94,17 @@ impl HttpServiceFactory for Factory {
 }
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8090".to_string());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8090".to_string());
     let workers = std::env::var("CEILING_WORKERS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
     may::config().set_workers(workers);
     let server = Factory.start(&addr).expect("bind");
     println!("ceiling ready addr={addr} workers={workers}");

@@ -391,6 +391,12 @@ def render(results: dict) -> str:
             L.append("")
             L.append(f"Not measured: {fp['note'].splitlines()[0]}")
     L.append("")
+    # The targets discussion is written by people, not generated: it lives in bench/NOTES.md
+    # and is carried into every regenerated RESULTS.md.
+    notes = BENCH / "NOTES.md"
+    if notes.exists():
+        L.append(notes.read_text().rstrip())
+        L.append("")
     return "\n".join(L)
 
 

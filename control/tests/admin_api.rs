@@ -289,3 +289,16 @@ fn writes_survive_a_restart() {
         200
     );
 }
+
+/// `expr_depth_max` is a compile-time limit: a script nested deeper is refused when saved.
+#[test]
+fn expression_depth_limit_refuses_the_script_at_save() {
+    let n = TestNode::start_with(&[("PICLOUD_EXPR_DEPTH_MAX", "16")]);
+    n.admin("PUT", "/v1/apps/demo", "");
+    let nested = |depth: usize| format!("{}1{}", "(".repeat(depth), ")".repeat(depth));
+    let r = n.admin("PUT", "/v1/apps/demo/scripts/ok", &nested(3));
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = n.admin("PUT", "/v1/apps/demo/scripts/deep", &nested(40));
+    assert_eq!(r.status, 422, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "compile_error");
+}

@@ -327,22 +327,13 @@ mod tests {
             b"\x00",
             b"\xff",
         ];
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::http::fuzz::XorShift(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
-            let mut input = Vec::new();
-            for _ in 0..(next() % 16) {
-                input.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
-            }
+            let input = rng.input(PIECES, 16);
             let mut dec = ChunkedDecoder::new(64, 64);
             let mut body = Vec::new();
             let mut pending: Vec<u8> = Vec::new();
-            for piece in input.chunks(1 + (next() % 5) as usize) {
+            for piece in input.chunks(1 + (rng.next() % 5) as usize) {
                 pending.extend_from_slice(piece);
                 match dec.decode(&pending, &mut body) {
                     Ok(used) => {

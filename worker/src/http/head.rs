@@ -473,20 +473,11 @@ mod tests {
             b"\xff",
             b"\xc3\xa9",
         ];
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::http::fuzz::XorShift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            let mut buf = Vec::new();
-            for _ in 0..(next() % 24) {
-                buf.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
-            }
+            let buf = rng.input(PIECES, 24);
             let mut scanner = HeadScanner::default();
-            let cut = (next() as usize) % (buf.len() + 1);
+            let cut = (rng.next() as usize) % (buf.len() + 1);
             let _ = scanner.poll(&buf[..cut], &LIMITS, None);
             if let Ok(Some(head)) = scanner.poll(&buf, &LIMITS, None) {
                 assert!(head.head_bytes <= buf.len());

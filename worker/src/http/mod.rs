@@ -92,3 +92,29 @@ pub mod server;
 
 pub use runtime::{RuntimeConfig, configure_runtime};
 pub use server::{DrainReport, ServerHandle, serve};
+
+/// Test support shared by the parsers' property tests: a seeded xorshift generator and inputs
+/// glued from framing-relevant pieces.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    /// A seeded xorshift64 generator: deterministic, so a failure reproduces.
+    pub(crate) struct XorShift(pub(crate) u64);
+
+    impl XorShift {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        /// An input of up to `pieces_max - 1` randomly chosen pieces.
+        pub(crate) fn input(&mut self, pieces: &[&[u8]], pieces_max: u64) -> Vec<u8> {
+            let mut out = Vec::new();
+            for _ in 0..(self.next() % pieces_max) {
+                out.extend_from_slice(pieces[(self.next() % pieces.len() as u64) as usize]);
+            }
+            out
+        }
+    }
+}

@@ -15,7 +15,7 @@ use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use picloud_core::{ErrorCode, Limits, Store};
 use picloud_worker::dispatch::{Dispatcher, Live};
-use picloud_worker::engine::Pool;
+use picloud_worker::engine::{Pool, ReplyChannel, ReplyTx};
 use picloud_worker::http::{self, Handler, Request, Response, ServerHandle};
 
 use crate::admin::Admin;
@@ -29,7 +29,7 @@ use crate::store::embedded::EmbeddedStore;
 const ADMIN_QUEUE_LEN_MAX: usize = 64;
 
 enum ControlMsg {
-    Admin(Request, may::sync::mpsc::Sender<Response>),
+    Admin(Request, ReplyTx),
     Stop,
 }
 
@@ -40,13 +40,11 @@ struct AdminFrontend {
 }
 
 impl Handler for AdminFrontend {
-    type Conn = (
-        may::sync::mpsc::Sender<Response>,
-        may::sync::mpsc::Receiver<Response>,
-    );
+    /// The same one-slot, coroutine-parking reply cell the engine pool answers through.
+    type Conn = ReplyChannel;
 
-    fn new_conn(&self) -> Self::Conn {
-        may::sync::mpsc::channel()
+    fn new_conn(&self) -> ReplyChannel {
+        ReplyChannel::new()
     }
 
     fn handle(&self, conn: &mut Self::Conn, req: Request) -> Response {
@@ -59,14 +57,20 @@ impl Handler for AdminFrontend {
             )
             .with_header("retry-after", "1")
         };
-        match self.tx.try_send(ControlMsg::Admin(req, conn.0.clone())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return unavailable("admin queue full"),
-            Err(TrySendError::Disconnected(_)) => return unavailable("node is stopping"),
+        match self.tx.try_send(ControlMsg::Admin(req, conn.sender())) {
+            Ok(()) => conn.recv(),
+            Err(e) => {
+                let why = match e {
+                    TrySendError::Full(_) => "admin queue full",
+                    TrySendError::Disconnected(_) => "node is stopping",
+                };
+                // We answer ourselves: no fallback reply from the dropped sender.
+                if let ControlMsg::Admin(_, reply) = e.into_inner() {
+                    reply.cancel();
+                }
+                unavailable(why)
+            }
         }
-        conn.1
-            .recv()
-            .unwrap_or_else(|_| unavailable("node is stopping"))
     }
 }
 
@@ -229,8 +233,8 @@ fn control_loop(admin: &Admin, rx: &Receiver<ControlMsg>) {
                         )
                     }
                 };
-                // The coroutine may have gone (client disconnected): nothing to do then.
-                let _ = reply.send(resp);
+                // If the client is gone, the reply is simply never read.
+                reply.send(resp);
             }
             ControlMsg::Stop => break,
         }

@@ -180,7 +180,8 @@ impl Pool {
             let rx: Receiver<Work> = rx.clone();
             let cache = pool.ast_cache.clone();
             let handle = thread::Builder::new()
-                .name(format!("picloud-engine-{i}"))
+                // Linux keeps 15 bytes of a thread name: short enough that /proc shows the index.
+                .name(format!("picloud-eng-{i}"))
                 .stack_size(config.stack_bytes)
                 .spawn(move || {
                     if let Some(core) = core

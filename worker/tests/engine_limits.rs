@@ -476,3 +476,46 @@ fn print_child() {
     let (resp, _) = run(&pool, script, Limits::default());
     assert_eq!(resp.body, b"done");
 }
+
+/// Replies of jobs run back to back go out together, but never wait behind a slow job: a fast
+/// job's reply arrives while the slow job queued right after it on the same engine thread is
+/// still running (it is flushed from `on_progress`).
+#[test]
+fn a_held_reply_never_waits_behind_a_slow_job() {
+    let pool = pool_with_one_worker_and_queue(8);
+    let limits = Limits {
+        timeout_ms: 5_000,
+        ..Limits::default()
+    };
+    let busy_replies = ReplyChannel::new();
+    let fast_replies = ReplyChannel::new();
+    let slow_replies = ReplyChannel::new();
+    // Keep the engine thread busy so that the fast and the slow job are queued back to back.
+    let busy = "let t = timestamp(); while t.elapsed < 0.1 {} \"busy\"";
+    assert!(
+        pool.try_submit(job(busy, limits.clone(), &busy_replies))
+            .is_ok()
+    );
+    let started = Instant::now();
+    assert!(
+        pool.try_submit(job("\"fast\"", limits.clone(), &fast_replies))
+            .is_ok()
+    );
+    let slow = "let t = timestamp(); while t.elapsed < 0.5 {} \"slow\"";
+    assert!(pool.try_submit(job(slow, limits, &slow_replies)).is_ok());
+    let slow_waiter = std::thread::spawn(move || {
+        let resp = slow_replies.recv();
+        (resp, started.elapsed())
+    });
+    let fast = fast_replies.recv();
+    let fast_elapsed = started.elapsed();
+    let (slow, slow_elapsed) = slow_waiter.join().expect("slow waiter");
+    assert_eq!(busy_replies.recv().body, b"busy");
+    assert_eq!(fast.body, b"fast");
+    assert_eq!(slow.body, b"slow");
+    // The slow job runs 500 ms after the fast one; a held reply would arrive with its result.
+    assert!(
+        fast_elapsed + Duration::from_millis(250) < slow_elapsed,
+        "the fast reply ({fast_elapsed:?}) waited for the slow job ({slow_elapsed:?})"
+    );
+}

@@ -272,6 +272,8 @@ fn full_check(operations: u64) -> Option<Dynamic> {
         if now >= budget.deadline {
             return Some(Stop::Timeout.token());
         }
+        // Replies of earlier jobs never wait long behind this one.
+        super::pool::flush_replies_if_stale(now);
         // Adapt the clock-read rate to the cost of operations (see SLOW_OP_NS).
         let elapsed_ns = now.duration_since(budget.clock_read_at).as_nanos();
         let ops = operations.saturating_sub(budget.clock_read_ops).max(1);
@@ -301,6 +303,8 @@ fn sleep_within_deadline(
     let Some(budget) = BUDGET.with(Cell::get) else {
         return Ok(());
     };
+    // Earlier jobs' replies must not sleep with us.
+    super::pool::flush_replies();
     let now = Instant::now();
     let left = budget.deadline.saturating_duration_since(now);
     // `try_from_secs_f64` rejects NaN/inf/overflow: treat those as "longer than any deadline".

@@ -260,3 +260,41 @@ fn a_catalog_swap_recompiles_only_what_changed() {
     assert_eq!(n.get("/demo/b2").text(), "b2");
     assert_eq!(compiles(), before + 1);
 }
+
+#[test]
+fn the_public_health_check_answers_on_every_host_before_any_app() {
+    let node = TestNode::start();
+    let r = node.get("/_picloud/health");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["status"], "ok");
+    let before = r.json()["revision"].as_u64().expect("revision");
+
+    // A host-routed app with a catch-all route does not shadow it.
+    let r = node.admin("PUT", "/v1/apps/site", r#"{"hosts":["example.test"]}"#);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = node.admin("PUT", "/v1/apps/site/scripts/all", r#""site""#);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = node.admin(
+        "PUT",
+        "/v1/apps/site/routes",
+        r#"[{"method":"*","path":"/*rest","script":"all"}]"#,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = request(
+        node.public,
+        "GET",
+        "/_picloud/health",
+        &[("host", "example.test")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.json()["revision"].as_u64().expect("revision") > before);
+    let r = request(
+        node.public,
+        "GET",
+        "/other",
+        &[("host", "example.test")],
+        b"",
+    );
+    assert_eq!(r.text(), "site");
+}

@@ -59,6 +59,11 @@ pub fn next_request_id() -> String {
     format!("{prefix:08x}{:08x}", n as u32)
 }
 
+/// The public health check for load balancers, on every host. App names cannot start with `_`,
+/// so no path-prefix app can own it; host-routed apps cannot route it either (it is answered
+/// before routing). Any method; the body is `{"status":"ok","revision":N}`.
+pub const HEALTH_PATH: &str = "/_picloud/health";
+
 /// The public front end's handler.
 pub struct Dispatcher {
     live: Live,
@@ -93,6 +98,16 @@ impl Dispatcher {
     fn dispatch(&self, reply: &mut ReplyChannel, req: Request, id: &str) -> Response {
         // The request finishes on this catalog even if a new one is swapped in meanwhile.
         let catalog = self.live.current();
+        if req.path == HEALTH_PATH {
+            // Answered here on the coroutine, before any app (host-routed ones included): a
+            // load balancer's probe must not queue behind scripts or depend on a route.
+            return Response::new(
+                200,
+                "application/json",
+                format!(r#"{{"status":"ok","revision":{}}}"#, catalog.revision),
+            )
+            .with_header("cache-control", "no-store");
+        }
         let (app, script, params, path) =
             match catalog.resolve(req.header("host"), &req.method, &req.path) {
                 Resolution::Found {

@@ -134,7 +134,8 @@ impl Reply {
     }
 }
 
-/// Sends one request with `Connection: close` and reads the whole response.
+/// Sends one request with `Connection: close` and reads the whole response. Sends `host: ADDR`
+/// unless `headers` has a Host.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -144,7 +145,11 @@ pub fn request(
 ) -> Reply {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    // `host: ADDR` unless the caller sends its own (two Host headers are a client error).
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -2,6 +2,8 @@
 //! client over raw sockets (so tests see exactly what goes over the wire).
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;

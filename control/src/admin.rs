@@ -131,7 +131,7 @@ fn version_json(v: &ScriptVersionInfo) -> Value {
 pub struct Admin {
     store: Arc<dyn Store>,
     tokens: TokenSet,
-    publisher: Publisher,
+    publisher: Arc<Publisher>,
     ast_cache: Arc<AstCache>,
     limits: Limits,
 }
@@ -142,7 +142,7 @@ impl Admin {
     pub fn new(
         store: Arc<dyn Store>,
         tokens: TokenSet,
-        publisher: Publisher,
+        publisher: Arc<Publisher>,
         ast_cache: Arc<AstCache>,
         limits: Limits,
     ) -> Admin {
@@ -187,8 +187,13 @@ impl Admin {
         }
         let changed = |r: AdminResult| -> AdminResult {
             // Every successful write is visible to this node's data plane before we answer.
+            // The write is committed even if publishing fails (the database went away just
+            // now): the answer stays a success, and the catalog catches up on the next publish
+            // (the sync daemon's, with PostgreSQL; the next write's, embedded).
             let resp = r?;
-            self.publisher.publish()?;
+            if let Err(e) = self.publisher.publish() {
+                log::warn!("change committed but not yet published on this node: {e}");
+            }
             Ok(resp)
         };
         match (method, segments.as_slice()) {

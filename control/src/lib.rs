@@ -2,7 +2,8 @@
 //! binary (`main.rs`) is a thin shell over it.
 //!
 //! Owns: configuration ([`config`]), the stores ([`store`]), admin tokens ([`auth`]), the
-//! admin API ([`admin`]), catalog publishing ([`publish`]), assembling a node ([`node`]) and
+//! admin API ([`admin`]), catalog publishing ([`publish`]), the
+//! PostgreSQL sync daemon ([`sync`]), assembling a node ([`node`]) and
 //! the `check` subcommand ([`check`]).
 //! Does not own: the data plane (picloud-worker) or the vocabulary (picloud-core). It never runs
 //! a script on a request of its own.
@@ -14,3 +15,4 @@ pub mod config;
 pub mod node;
 pub mod publish;
 pub mod store;
+pub mod sync;

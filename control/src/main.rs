@@ -6,13 +6,14 @@
 
 use std::process::ExitCode;
 
-use picloud_control::{check, config, node};
+use picloud_control::{check, config, node, store};
 
 const USAGE: &str = "\
 usage: picloud <command> [options]
 
 commands:
   serve             run a node: public HTTP, admin API (flags below, or PICLOUD_* variables)
+  migrate           apply pending PostgreSQL migrations (PICLOUD_DATABASE_URL; serve does it too)
   check FILE.rhai   compile a script under the production engine settings
   help              show this help
 
@@ -44,7 +45,14 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        "migrate" | "deploy" | "logs" => {
+        "migrate" => match migrate(rest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("picloud: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        "deploy" | "logs" => {
             eprintln!(
                 "picloud: `{command}` is not available in this build yet (see README, roadmap)"
             );
@@ -66,6 +74,32 @@ fn print_serve_help() {
     for (flag, var, default) in config::limit_knobs() {
         println!("  {flag:<28} {var:<32} {default}");
     }
+}
+
+/// `picloud migrate`: applies pending migrations to `PICLOUD_DATABASE_URL` and says which.
+fn migrate(args: &[String]) -> anyhow::Result<()> {
+    let settings =
+        config::parse(args, &|k| std::env::var(k).ok()).map_err(|e| anyhow::anyhow!(e))?;
+    let Some(url) = settings.database_url.as_deref() else {
+        anyhow::bail!(
+            "PICLOUD_DATABASE_URL (--database-url) is not set; the embedded store needs no migrations"
+        );
+    };
+    let config = store::postgres::pg_config(url, &settings.limits, "picloud-migrate")?;
+    let mut client = store::postgres::connect(&config)?;
+    let applied = store::migrate::apply(&mut client)?;
+    let latest = store::migrate::MIGRATIONS.last().map_or(0, |m| m.version);
+    if applied.is_empty() {
+        println!("picloud: database is up to date (schema version {latest})");
+    } else {
+        for v in &applied {
+            if let Some(m) = store::migrate::MIGRATIONS.iter().find(|m| m.version == *v) {
+                println!("applied {}", m.name);
+            }
+        }
+        println!("picloud: database migrated to schema version {latest}");
+    }
+    Ok(())
 }
 
 fn serve(args: &[String]) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
 //! Assembling and stopping one node: store, token, engine pool, catalog, public front end,
 //! admin front end and the control thread.
 //!
-//! Owns: start order, the control thread (the one thread that runs admin requests and thus all
+//! Owns: start order (store — migrating PostgreSQL first —, token, engines, first catalog, sync
+//! daemon, listeners), the control thread (the one thread that runs admin requests and thus all
 //! store writes and catalog swaps), the admin front end's hand-off to it, the shutdown order
 //! and process signals. Every thread started here is joined by [`Node::shutdown`].
 //!
@@ -22,7 +23,8 @@ use crate::admin::Admin;
 use crate::auth::{self, TokenSet};
 use crate::config::Settings;
 use crate::publish::Publisher;
-use crate::store::embedded::EmbeddedStore;
+use crate::store::{EmbeddedStore, PgStore};
+use crate::sync::SyncDaemon;
 
 /// Admin requests waiting for the control thread. Admin traffic is light; a full queue means
 /// something is stuck, and the caller gets 503 rather than a pile-up of parked coroutines.
@@ -89,6 +91,7 @@ pub struct Node {
     pool: Pool,
     control_tx: Sender<ControlMsg>,
     control: JoinHandle<()>,
+    sync: Option<SyncDaemon>,
     store_kind: &'static str,
     live: Live,
 }
@@ -96,27 +99,40 @@ pub struct Node {
 impl Node {
     /// Starts a node. Binds both addresses before answering, so a returned node is ready.
     pub fn start(settings: &Settings) -> anyhow::Result<Started> {
-        if settings.database_url.is_some() {
-            anyhow::bail!(
-                "PICLOUD_DATABASE_URL is set, but this build has only the embedded store \
-                 (PostgreSQL support is the next milestone); unset it to use {}",
-                settings.data_dir.display()
-            );
-        }
         http::configure_runtime(settings.io_threads);
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(&settings.data_dir)
-                .with_context(|| format!("opening {}", settings.data_dir.display()))?,
-        );
+        let limits = &settings.limits;
+        let (store, pg): (Arc<dyn Store>, Option<Arc<PgStore>>) = match &settings.database_url {
+            Some(url) => {
+                // Connecting applies pending migrations (under an advisory lock).
+                let pg =
+                    Arc::new(PgStore::connect(url, limits).context("connecting to PostgreSQL")?);
+                (pg.clone(), Some(pg))
+            }
+            None => (
+                Arc::new(
+                    EmbeddedStore::open(&settings.data_dir)
+                        .with_context(|| format!("opening {}", settings.data_dir.display()))?,
+                ),
+                None,
+            ),
+        };
         let generated_token =
             auth::ensure_admin_token(store.as_ref(), settings.admin_token.as_deref())?;
         let tokens = TokenSet::load(store.as_ref())?;
 
-        let limits = &settings.limits;
         let pool = Pool::start(settings.workers, limits);
         let live = Live::default();
-        let publisher = Publisher::new(store.clone(), live.clone(), limits.clone());
+        let publisher = Arc::new(Publisher::new(store.clone(), live.clone(), limits.clone()));
         publisher.publish().context("loading the catalog")?;
+        // Other nodes' changes arrive through the sync daemon; started after the first
+        // catalog, so the node never serves an empty one it does not have to.
+        let sync = match pg {
+            Some(pg) => Some(
+                SyncDaemon::start(pg, publisher.clone(), limits)
+                    .context("spawning the sync thread")?,
+            ),
+            None => None,
+        };
 
         let public_listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding public address {}", settings.listen))?;
@@ -155,6 +171,7 @@ impl Node {
                 pool,
                 control_tx,
                 control,
+                sync,
                 store_kind: store.kind(),
                 live,
             },
@@ -198,6 +215,9 @@ impl Node {
         let _ = self.control_tx.send(ControlMsg::Stop);
         if self.control.join().is_err() {
             log::error!("control thread panicked");
+        }
+        if let Some(sync) = self.sync {
+            sync.stop();
         }
         self.pool.shutdown();
         log::info!("stopped");

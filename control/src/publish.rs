@@ -1,14 +1,20 @@
 //! Turning the store's state into the data plane's catalog.
 //!
-//! Owns: [`Publisher`], which reads a consistent [`picloud_core::Snapshot`], builds an
-//! immutable [`Catalog`] and swaps it into the worker's live slot. Called at start and after
-//! every change (and, with PostgreSQL, by the sync daemon). Does not own: the swap mechanism
-//! itself (the worker's `Live`) or compiling scripts (the worker's AST cache compiles on first
-//! use, or when the admin API warms it at save).
+//! Owns: [`Publisher`], which keeps the last [`Snapshot`] it published, brings it up to the
+//! store's revision with [`Store::changes_since`] (only changed apps are read), builds an
+//! immutable [`Catalog`] from it and swaps that into the worker's live slot. Called at start,
+//! by the control thread after every admin write (so the node that took a change serves it
+//! when the call returns), and by the sync daemon when another node's change is announced.
+//! Calls are serialised by a lock, so catalogs go live in revision order and never backwards.
+//!
+//! Does not own: the swap mechanism itself (the worker's `Live`) or compiling scripts (the
+//! worker's AST cache compiles on first use, or when the admin API warms it at save; a
+//! rebuilt catalog reuses every compiled script whose hash did not change).
 
 use std::sync::Arc;
 
-use picloud_core::{Catalog, Limits, Store, StoreError};
+use parking_lot::Mutex;
+use picloud_core::{Catalog, Limits, Snapshot, Store, StoreError};
 use picloud_worker::dispatch::Live;
 
 /// Builds catalogs from the store and publishes them.
@@ -16,6 +22,8 @@ pub struct Publisher {
     store: Arc<dyn Store>,
     live: Live,
     limits: Limits,
+    /// What the live catalog was built from.
+    published: Mutex<Snapshot>,
 }
 
 impl Publisher {
@@ -25,20 +33,36 @@ impl Publisher {
             store,
             live,
             limits,
+            published: Mutex::new(Snapshot {
+                revision: 0,
+                apps: Vec::new(),
+            }),
         }
     }
 
-    /// Reads everything and swaps in a new catalog unless the live one is already at (or past)
-    /// that revision. Returns the live revision.
+    /// Catches up with the store: reads what changed since the published revision and, if
+    /// anything did, swaps in a new catalog. Returns the live revision. Stale or repeated
+    /// calls are harmless (nothing newer → nothing done).
     pub fn publish(&self) -> Result<u64, StoreError> {
-        let snapshot = self.store.snapshot()?;
-        let current = self.live.current().revision;
-        if snapshot.revision <= current && current != 0 {
-            return Ok(current);
+        let mut published = self.published.lock();
+        let delta = self.store.changes_since(published.revision)?;
+        if delta.revision < published.revision {
+            // The store went back in time (a database restored from a backup): what it has
+            // now is the truth, so start over from it.
+            log::warn!(
+                "store revision went back from {} to {}; reloading everything",
+                published.revision,
+                delta.revision
+            );
+            *published = self.store.snapshot()?;
+        } else if delta.revision == published.revision {
+            return Ok(published.revision);
+        } else {
+            published.apply(delta);
         }
-        let (catalog, warnings) = Catalog::build(&snapshot, &self.limits);
+        let (catalog, warnings) = Catalog::build(&published, &self.limits);
         for w in warnings {
-            log::warn!("catalog revision {}: {w}", snapshot.revision);
+            log::warn!("catalog revision {}: {w}", published.revision);
         }
         log::info!(
             "catalog revision {} published ({} apps)",

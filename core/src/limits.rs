@@ -37,6 +37,16 @@ pub struct Limits {
     /// Compiled ASTs kept in the shared LRU cache.
     pub ast_cache_entries_max: usize,
 
+    // --- control plane: PostgreSQL (node-wide) ---
+    /// Longest wait for a PostgreSQL connection to open; past it the attempt fails
+    /// (`store_unavailable` for an admin call, a retry for the sync daemon).
+    pub db_connect_timeout_ms: u64,
+    /// Idle time before TCP keepalive probes start on PostgreSQL connections, and the gap
+    /// between probes; a dead peer is noticed after about 4 times this, with no polling.
+    pub db_keepalive_ms: u64,
+    /// Cap of the sync daemon's reconnect backoff (it starts at 50 ms and doubles).
+    pub sync_retry_max_ms: u64,
+
     // --- script (per app, may be overridden) ---
     /// Wall-clock deadline of one invocation; past it → 504 `timeout`.
     pub timeout_ms: u64,
@@ -77,6 +87,9 @@ impl Default for Limits {
             drain_timeout_ms: 10_000,
             queue_len_max: 256,
             ast_cache_entries_max: 1024,
+            db_connect_timeout_ms: 5_000,
+            db_keepalive_ms: 10_000,
+            sync_retry_max_ms: 2_000,
             timeout_ms: 1_000,
             operations_max: 10_000_000,
             heap_bytes_max: 32 * MIB,

@@ -92,6 +92,47 @@ pub struct Snapshot {
     pub apps: Vec<SnapshotApp>,
 }
 
+/// What changed after a given revision, read in one transaction: enough to bring a snapshot at
+/// that revision up to [`Delta::revision`] with [`Snapshot::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// The revision the store was at when the delta was read.
+    pub revision: u64,
+    /// Every app created or changed (itself or anything in it) after the asked-for revision,
+    /// complete, sorted by name.
+    pub changed: Vec<SnapshotApp>,
+    /// The names of all apps that exist at `revision`, sorted: an app the reader has that is
+    /// not listed here was deleted.
+    pub app_names: Vec<String>,
+}
+
+impl Snapshot {
+    /// This snapshot brought up to `delta.revision`: changed apps replaced, deleted apps
+    /// dropped, unchanged apps kept as they are. A delta not newer than the snapshot changes
+    /// nothing (stale and duplicate notifications are harmless).
+    pub fn apply(&mut self, delta: Delta) {
+        if delta.revision <= self.revision {
+            return;
+        }
+        let mut changed: std::collections::BTreeMap<String, SnapshotApp> = delta
+            .changed
+            .into_iter()
+            .map(|a| (a.app.name.clone(), a))
+            .collect();
+        let mut kept: std::collections::BTreeMap<String, SnapshotApp> =
+            std::mem::take(&mut self.apps)
+                .into_iter()
+                .map(|a| (a.app.name.clone(), a))
+                .collect();
+        self.apps = delta
+            .app_names
+            .iter()
+            .filter_map(|name| changed.remove(name).or_else(|| kept.remove(name)))
+            .collect();
+        self.revision = delta.revision;
+    }
+}
+
 /// A backing store. Implementations are internally synchronised and may be called from any
 /// thread; calls block (they are made from the control plane, never from a coroutine of the
 /// public front end).
@@ -104,6 +145,19 @@ pub trait Store: Send + Sync {
 
     /// Everything, consistently, at one revision.
     fn snapshot(&self) -> StoreResult<Snapshot>;
+
+    /// What changed after revision `since` (see [`Delta`]). The default reads a whole
+    /// snapshot and reports every app as changed, which is correct for any store; a store
+    /// that knows each app's last revision answers with just the changed apps.
+    fn changes_since(&self, since: u64) -> StoreResult<Delta> {
+        let _ = since;
+        let snapshot = self.snapshot()?;
+        Ok(Delta {
+            revision: snapshot.revision,
+            app_names: snapshot.apps.iter().map(|a| a.app.name.clone()).collect(),
+            changed: snapshot.apps,
+        })
+    }
 
     /// All apps, sorted by name.
     fn list_apps(&self) -> StoreResult<Vec<AppInfo>>;

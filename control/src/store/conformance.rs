@@ -78,6 +78,7 @@ checks!(
     odd_names_do_not_collide,
     concurrent_writes_serialise,
     timestamps_are_unix_ms,
+    changes_since_brings_a_snapshot_up_to_date,
 );
 
 /// Runs every check, each on a store from `with_store`, in one test. Prefer
@@ -134,6 +135,7 @@ macro_rules! store_conformance_tests {
             odd_names_do_not_collide,
             concurrent_writes_serialise,
             timestamps_are_unix_ms,
+            changes_since_brings_a_snapshot_up_to_date,
         );
     };
 }
@@ -222,6 +224,11 @@ fn endpoint(store: &dyn Store, app: &str, name: &str, source: &str) -> u64 {
     .version
 }
 
+/// A token hash as the API stores them (SHA-256, hex): stores may check the shape.
+fn token_hash(token: &str) -> String {
+    picloud_core::content_hash(token)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -285,7 +292,7 @@ pub fn each_write_bumps_revision_by_one(store: &dyn Store) {
     step("put routes", Some(r));
     let r = ok(store.put_routes("a", &[]), "empty routes");
     step("clear routes", Some(r));
-    ok(store.add_admin_token_hash("h1"), "add token");
+    ok(store.add_admin_token_hash(&token_hash("t1")), "add token");
     step("add token hash", None);
     assert!(ok(store.delete_script("a", "m"), "delete script"));
     step("delete script", None);
@@ -387,14 +394,14 @@ pub fn failed_writes_change_nothing(store: &dyn Store) {
 /// Writes that change nothing succeed without bumping the revision.
 pub fn no_op_writes_keep_revision(store: &dyn Store) {
     app(store, "a");
-    ok(store.add_admin_token_hash("h"), "add token");
+    ok(store.add_admin_token_hash(&token_hash("t")), "add token");
     assert_eq!(revision(store), 2);
     assert!(!ok(store.delete_app("missing"), "delete missing app"));
     assert!(!ok(
         store.delete_script("a", "missing"),
         "delete missing script"
     ));
-    ok(store.add_admin_token_hash("h"), "re-add token");
+    ok(store.add_admin_token_hash(&token_hash("t")), "re-add token");
     assert_eq!(revision(store), 2);
 }
 
@@ -904,13 +911,13 @@ pub fn delete_script_in_use_conflicts(store: &dyn Store) {
 
 /// Admin token hashes form a set: adding one twice keeps one copy.
 pub fn admin_token_hashes_are_a_set(store: &dyn Store) {
-    ok(store.add_admin_token_hash("bbb"), "add");
-    ok(store.add_admin_token_hash("aaa"), "add");
-    ok(store.add_admin_token_hash("bbb"), "add again");
+    ok(store.add_admin_token_hash(&token_hash("b")), "add");
+    ok(store.add_admin_token_hash(&token_hash("a")), "add");
+    ok(store.add_admin_token_hash(&token_hash("b")), "add again");
     let hashes = ok(store.admin_token_hashes(), "list");
     assert_eq!(hashes.len(), 2, "no duplicates: {hashes:?}");
     let set: BTreeSet<String> = hashes.into_iter().collect();
-    assert_eq!(set, BTreeSet::from(["aaa".to_string(), "bbb".to_string()]));
+    assert_eq!(set, BTreeSet::from([token_hash("a"), token_hash("b")]));
     // Tokens are not app data: deleting apps does not touch them.
     app(store, "a");
     ok(store.delete_app("a"), "delete app");
@@ -1073,4 +1080,42 @@ pub fn timestamps_are_unix_ms(store: &dyn Store) {
             "{what} = {t} is not near now ({before}..{after})"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Catching up
+
+/// A snapshot taken at some revision, brought forward with `changes_since`, equals a fresh
+/// snapshot: created, changed and deleted apps are all accounted for. (A store may report
+/// unchanged apps as changed too; that costs work, not correctness.)
+pub fn changes_since_brings_a_snapshot_up_to_date(store: &dyn Store) {
+    let mut seen = ok(store.snapshot(), "snapshot");
+    let delta = ok(store.changes_since(seen.revision), "empty delta");
+    assert_eq!(delta.revision, 0);
+    seen.apply(delta);
+    assert_eq!(seen, ok(store.snapshot(), "snapshot"));
+
+    for name in ["a", "b", "c"] {
+        app(store, name);
+        endpoint(store, name, "s", name);
+    }
+    let mut old = ok(store.snapshot(), "snapshot");
+    endpoint(store, "a", "s", "a2");
+    ok(
+        store.put_routes("a", &[route(Method::Get, "/", "s")]),
+        "routes",
+    );
+    ok(store.delete_app("b"), "delete");
+    app(store, "d");
+    ok(store.put_app("c", &config(&["c.example"])), "update config");
+    let now = ok(store.snapshot(), "snapshot");
+    let delta = ok(store.changes_since(old.revision), "delta");
+    assert_eq!(delta.revision, now.revision);
+    assert_eq!(delta.app_names, ["a", "c", "d"]);
+    let stale = delta.clone();
+    old.apply(delta);
+    assert_eq!(old, now);
+    // Applying the same or an older delta again changes nothing.
+    old.apply(stale);
+    assert_eq!(old, now);
 }

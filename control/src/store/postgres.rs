@@ -1,0 +1,826 @@
+//! The PostgreSQL store: [`Store`] on a PostgreSQL database shared by every node of a cluster,
+//! through the synchronous `postgres` client.
+//!
+//! Owns: the connection the control thread uses (one, opened lazily and reopened after any
+//! connection failure, with connect timeout and TCP keepalive from [`Limits`]), the SQL of every
+//! trait operation, the write protocol and the change notifications:
+//! - every write is one transaction that first locks the single `picloud_revision` row
+//!   (`SELECT … FOR UPDATE`). That serialises writers across all nodes, so revisions commit in
+//!   order and the checks a write makes (host taken? script used by a route?) cannot race a
+//!   write on another node. A write that changes something sets the revision to N+1, stamps
+//!   the touched app's `revision` column with N+1 (what [`Store::changes_since`] reads) and
+//!   sends `NOTIFY picloud_changes` with `{"revision":N+1,"app":NAME}` — delivered on commit,
+//!   never for a rolled-back change, far below PostgreSQL's 8000-byte payload limit. A write
+//!   that changes nothing rolls back and keeps the revision.
+//! - every multi-query read is one `REPEATABLE READ` read-only transaction, so it sees one
+//!   revision.
+//!
+//! Errors map by who can fix them: connection trouble, shutdown and serialization failures are
+//! `Unavailable` (retry later; the admin API answers 503 `store_unavailable`); unique and
+//! foreign-key violations are `Conflict`; check and data violations (names the API would refuse,
+//! NUL bytes) are `Invalid`; anything else is `Internal`.
+//!
+//! Does not own: the schema (`migrations/`, applied by [`super::migrate`] when the store
+//! connects), listening for notifications (the sync daemon, `crate::sync`, on its own
+//! connection), or validation of names and route tables (callers).
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use picloud_core::Limits;
+use picloud_core::model::{
+    AppConfig, AppInfo, Method, Route, ScriptInfo, ScriptKind, ScriptVersionInfo,
+};
+use picloud_core::store::{
+    Delta, Script, Snapshot, SnapshotApp, Store, StoreError, StoreResult, Written,
+};
+use postgres::error::SqlState;
+use postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
+
+/// The channel every change is announced on.
+pub const NOTIFY_CHANNEL: &str = "picloud_changes";
+
+/// `application_name` of the store's connection (visible in `pg_stat_activity`).
+pub const STORE_APPLICATION_NAME: &str = "picloud-store";
+
+/// The connection settings for `url`, with the node's timeouts: a connect timeout, TCP
+/// keepalive probes so that a dead server or network is noticed by the kernel without any
+/// polling, and a TCP user timeout so that a write to a dead peer fails instead of hanging.
+/// `application_name` is set unless the URL sets one.
+pub fn pg_config(url: &str, limits: &Limits, application_name: &str) -> StoreResult<Config> {
+    let mut config = Config::from_str(url)
+        .map_err(|e| StoreError::Invalid(format!("PICLOUD_DATABASE_URL is not valid: {e}")))?;
+    let keepalive = Duration::from_millis(limits.db_keepalive_ms);
+    config
+        .connect_timeout(Duration::from_millis(limits.db_connect_timeout_ms))
+        .keepalives(true)
+        .keepalives_idle(keepalive)
+        .keepalives_interval(keepalive)
+        .keepalives_retries(3)
+        .tcp_user_timeout(keepalive * 4);
+    if config.get_application_name().is_none() {
+        config.application_name(application_name);
+    }
+    Ok(config)
+}
+
+/// Opens a connection, mapping failure to `Unavailable` (the server may simply be down).
+pub fn connect(config: &Config) -> StoreResult<Client> {
+    config
+        .connect(NoTls)
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
+}
+
+/// A PostgreSQL error, by who can fix it (see the module docs).
+pub fn pg_err(e: postgres::Error) -> StoreError {
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the connection broke, timed out or was closed, or a row did not
+        // convert. The first kind is by far the common one and is worth a retry.
+        return if e.is_closed() || std::error::Error::source(&e).is_some() {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Internal(e.to_string())
+        };
+    };
+    let message = e
+        .as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_string());
+    let class = &code.code()[..2];
+    if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::FOREIGN_KEY_VIOLATION {
+        StoreError::Conflict(message)
+    } else if *code == SqlState::CHECK_VIOLATION
+        || *code == SqlState::NOT_NULL_VIOLATION
+        || class == "22"
+    {
+        StoreError::Invalid(message)
+    } else if matches!(class, "08" | "40" | "53" | "57") {
+        // Connection exceptions, serialization failures and deadlocks, insufficient
+        // resources, operator intervention (shutdown, terminated backend).
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Internal(format!("{message} (SQLSTATE {})", code.code()))
+    }
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    config: Config,
+    /// Bound of the liveness check of a kept connection (the connect timeout).
+    timeout: Duration,
+    /// The control plane's connection; `None` until first use and after a failure. Calls are
+    /// serialised on it (admin traffic is light and writes are serialised anyway).
+    conn: Mutex<Option<Client>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url`, applies pending migrations and returns the store. Fails with
+    /// `Unavailable` if the server cannot be reached now.
+    pub fn connect(url: &str, limits: &Limits) -> StoreResult<PgStore> {
+        let config = pg_config(url, limits, STORE_APPLICATION_NAME)?;
+        let mut client = connect(&config)?;
+        super::migrate::apply(&mut client)?;
+        Ok(PgStore {
+            timeout: Duration::from_millis(limits.db_connect_timeout_ms),
+            config,
+            conn: Mutex::new(Some(client)),
+        })
+    }
+
+    /// The connection settings (the sync daemon opens its own connection with them).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Terminates the server process behind another connection of this node (the sync
+    /// daemon's, to wake it from its blocking wait at shutdown). Best effort.
+    pub fn terminate_backend(&self, pid: i32) -> StoreResult<bool> {
+        self.with_client(|c| {
+            let row = c
+                .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+                .map_err(pg_err)?;
+            row.try_get(0).map_err(pg_err)
+        })
+    }
+
+    /// Runs `f` on the connection, opening it first if needed. A connection that failed is
+    /// dropped, so the next call reconnects.
+    fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> StoreResult<T>) -> StoreResult<T> {
+        let mut slot = self.conn.lock();
+        // A kept connection may have been closed by the server since its last use (restart,
+        // terminated backend) without the client knowing yet: one empty round trip finds out,
+        // so such a call reconnects instead of failing. Admin traffic is light; the round trip
+        // is cheap next to it.
+        if let Some(client) = slot.as_mut()
+            && (client.is_closed() || client.is_valid(self.timeout).is_err())
+        {
+            *slot = None;
+        }
+        if slot.is_none() {
+            *slot = Some(connect(&self.config)?);
+        }
+        let Some(client) = slot.as_mut() else {
+            return Err(StoreError::Internal("no connection".into()));
+        };
+        let result = f(client);
+        if matches!(result, Err(StoreError::Unavailable(_))) || client.is_closed() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Runs `change` in one write transaction holding the revision lock (see module docs).
+    /// `change` gets the revision this write will commit as if it changes something.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&mut Transaction<'_>, i64) -> StoreResult<Outcome<T>>,
+    ) -> StoreResult<(T, u64)> {
+        self.with_client(|client| {
+            let mut tx = client.transaction().map_err(pg_err)?;
+            let current: i64 = tx
+                .query_one(
+                    "SELECT revision FROM picloud_revision WHERE singleton FOR UPDATE",
+                    &[],
+                )
+                .and_then(|r| r.try_get(0))
+                .map_err(pg_err)?;
+            let next = current
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Internal("revision counter overflow".into()))?;
+            // On `Err`, dropping `tx` rolls back.
+            match change(&mut tx, next)? {
+                Outcome::Changed { value, app } => {
+                    tx.execute(
+                        "UPDATE picloud_revision SET revision = $1 WHERE singleton",
+                        &[&next],
+                    )
+                    .map_err(pg_err)?;
+                    let payload = serde_json::json!({"revision": next, "app": app}).to_string();
+                    tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload])
+                        .map_err(pg_err)?;
+                    tx.commit().map_err(pg_err)?;
+                    Ok((value, to_u64(next)))
+                }
+                Outcome::Unchanged(value) => {
+                    tx.rollback().map_err(pg_err)?;
+                    Ok((value, to_u64(current)))
+                }
+            }
+        })
+    }
+
+    /// Runs `read` in one repeatable-read, read-only transaction: one revision throughout.
+    fn read<T>(&self, read: impl FnOnce(&mut Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        self.with_client(|client| {
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(pg_err)?;
+            let value = read(&mut tx)?;
+            tx.commit().map_err(pg_err)?;
+            Ok(value)
+        })
+    }
+}
+
+/// What a write closure did. `Changed` names the app it touched (for the notification), if any.
+enum Outcome<T> {
+    Changed { value: T, app: Option<String> },
+    Unchanged(T),
+}
+
+fn changed<T>(value: T, app: &str) -> Outcome<T> {
+    Outcome::Changed {
+        value,
+        app: Some(app.to_string()),
+    }
+}
+
+// --- reading helpers --------------------------------------------------------------------------
+
+fn col<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> StoreResult<T> {
+    row.try_get(idx).map_err(|e| corrupt("row", e))
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{v} is out of range")))
+}
+
+fn read_revision(tx: &mut Transaction<'_>) -> StoreResult<u64> {
+    let row = tx
+        .query_one("SELECT revision FROM picloud_revision WHERE singleton", &[])
+        .map_err(pg_err)?;
+    Ok(to_u64(col(&row, 0)?))
+}
+
+const APP_COLUMNS: &str = "name, config::text, created_at_ms, updated_at_ms";
+
+fn app_from_row(row: &Row) -> StoreResult<AppInfo> {
+    let name: String = col(row, 0)?;
+    let config: &str = col(row, 1)?;
+    let config: AppConfig =
+        serde_json::from_str(config).map_err(|e| corrupt(&format!("app {name:?}"), e))?;
+    Ok(AppInfo {
+        name,
+        config,
+        created_at_ms: to_u64(col(row, 2)?),
+        updated_at_ms: to_u64(col(row, 3)?),
+    })
+}
+
+fn read_app(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Option<AppInfo>> {
+    tx.query_opt(
+        &format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1"),
+        &[&app],
+    )
+    .map_err(pg_err)?
+    .map(|r| app_from_row(&r))
+    .transpose()
+}
+
+fn require_app(tx: &mut Transaction<'_>, app: &str) -> StoreResult<()> {
+    let found = tx
+        .query_opt("SELECT 1 FROM apps WHERE name = $1", &[&app])
+        .map_err(pg_err)?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(app_not_found(app)),
+    }
+}
+
+/// Marks `app` as changed at revision `next`, for [`Store::changes_since`].
+fn touch_app(tx: &mut Transaction<'_>, app: &str, next: i64) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE apps SET revision = $2 WHERE name = $1",
+        &[&app, &next],
+    )
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+const SCRIPT_COLUMNS: &str = "name, kind, version, hash, updated_at_ms";
+
+fn script_from_row(row: &Row) -> StoreResult<ScriptInfo> {
+    let name: String = col(row, 0)?;
+    let kind: &str = col(row, 1)?;
+    let kind = ScriptKind::parse(kind)
+        .ok_or_else(|| corrupt(&format!("script {name:?}"), format!("kind {kind:?}")))?;
+    Ok(ScriptInfo {
+        name,
+        kind,
+        version: to_u64(col(row, 2)?),
+        hash: col(row, 3)?,
+        updated_at_ms: to_u64(col(row, 4)?),
+    })
+}
+
+fn read_script(tx: &mut Transaction<'_>, app: &str, name: &str) -> StoreResult<Option<ScriptInfo>> {
+    tx.query_opt(
+        &format!("SELECT {SCRIPT_COLUMNS} FROM scripts WHERE app = $1 AND name = $2"),
+        &[&app, &name],
+    )
+    .map_err(pg_err)?
+    .map(|r| script_from_row(&r))
+    .transpose()
+}
+
+fn route_used(tx: &mut Transaction<'_>, app: &str, name: &str) -> StoreResult<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM routes WHERE app = $1 AND script = $2 LIMIT 1",
+            &[&app, &name],
+        )
+        .map_err(pg_err)?
+        .is_some())
+}
+
+fn route_from_row(row: &Row) -> StoreResult<Route> {
+    let method: &str = col(row, 0)?;
+    let method =
+        Method::parse(method).ok_or_else(|| corrupt("route", format!("method {method:?}")))?;
+    Ok(Route {
+        method,
+        path: col(row, 1)?,
+        script: col(row, 2)?,
+    })
+}
+
+/// Apps with everything the data plane needs: all of them, or those changed after `since`.
+/// Three queries in the caller's (repeatable-read) transaction.
+fn load_apps(tx: &mut Transaction<'_>, since: Option<i64>) -> StoreResult<Vec<SnapshotApp>> {
+    let since = since.unwrap_or(-1);
+    let rows = tx
+        .query(
+            &format!("SELECT {APP_COLUMNS} FROM apps WHERE revision > $1 ORDER BY name"),
+            &[&since],
+        )
+        .map_err(pg_err)?;
+    let mut apps = Vec::with_capacity(rows.len());
+    let mut index = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let app = app_from_row(row)?;
+        index.insert(app.name.clone(), apps.len());
+        apps.push(SnapshotApp {
+            app,
+            scripts: Vec::new(),
+            routes: Vec::new(),
+        });
+    }
+    if apps.is_empty() {
+        return Ok(apps);
+    }
+    let scripts = tx
+        .query(
+            "SELECT s.name, s.kind, s.version, s.hash, s.updated_at_ms, v.source, s.app
+               FROM scripts s
+               JOIN script_versions v USING (app, name, version)
+               JOIN apps a ON a.name = s.app
+              WHERE a.revision > $1
+              ORDER BY s.app, s.name",
+            &[&since],
+        )
+        .map_err(pg_err)?;
+    for row in &scripts {
+        let app: &str = col(row, 6)?;
+        let Some(&i) = index.get(app) else { continue };
+        apps[i].scripts.push(Script {
+            info: script_from_row(row)?,
+            source: col(row, 5)?,
+        });
+    }
+    let routes = tx
+        .query(
+            "SELECT r.method, r.path, r.script, r.app
+               FROM routes r JOIN apps a ON a.name = r.app
+              WHERE a.revision > $1
+              ORDER BY r.app, r.position",
+            &[&since],
+        )
+        .map_err(pg_err)?;
+    for row in &routes {
+        let app: &str = col(row, 3)?;
+        let Some(&i) = index.get(app) else { continue };
+        apps[i].routes.push(route_from_row(row)?);
+    }
+    Ok(apps)
+}
+
+impl Store for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn revision(&self) -> StoreResult<u64> {
+        self.read(read_revision)
+    }
+
+    fn snapshot(&self) -> StoreResult<Snapshot> {
+        self.read(|tx| {
+            Ok(Snapshot {
+                revision: read_revision(tx)?,
+                apps: load_apps(tx, None)?,
+            })
+        })
+    }
+
+    fn changes_since(&self, since: u64) -> StoreResult<Delta> {
+        self.read(|tx| {
+            let revision = read_revision(tx)?;
+            // A store behind the reader (restored from an older backup) reports everything.
+            let since = if since > revision {
+                None
+            } else {
+                Some(to_i64(since)?)
+            };
+            let changed = load_apps(tx, since)?;
+            let app_names = tx
+                .query("SELECT name FROM apps ORDER BY name", &[])
+                .map_err(pg_err)?
+                .iter()
+                .map(|r| col(r, 0))
+                .collect::<StoreResult<Vec<String>>>()?;
+            Ok(Delta {
+                revision,
+                changed,
+                app_names,
+            })
+        })
+    }
+
+    fn list_apps(&self) -> StoreResult<Vec<AppInfo>> {
+        self.read(|tx| {
+            tx.query(
+                &format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"),
+                &[],
+            )
+            .map_err(pg_err)?
+            .iter()
+            .map(app_from_row)
+            .collect()
+        })
+    }
+
+    fn get_app(&self, app: &str) -> StoreResult<Option<AppInfo>> {
+        self.read(|tx| read_app(tx, app))
+    }
+
+    fn put_app(&self, app: &str, config: &AppConfig) -> StoreResult<Written<AppInfo>> {
+        let ((value, created), revision) = self.write(|tx, next| {
+            let taken = tx
+                .query_opt(
+                    "SELECT host, app FROM app_hosts WHERE host = ANY($1) AND app <> $2 LIMIT 1",
+                    &[&config.hosts, &app],
+                )
+                .map_err(pg_err)?;
+            if let Some(row) = taken {
+                let host: &str = col(&row, 0)?;
+                let owner: &str = col(&row, 1)?;
+                return Err(StoreError::Conflict(format!(
+                    "host {host:?} is already claimed by app {owner:?}"
+                )));
+            }
+            let old = read_app(tx, app)?;
+            let now = now_ms();
+            let info = AppInfo {
+                name: app.to_string(),
+                config: config.clone(),
+                created_at_ms: old.as_ref().map_or(now, |o| o.created_at_ms),
+                updated_at_ms: old.as_ref().map_or(now, |o| now.max(o.created_at_ms)),
+            };
+            let json = serde_json::to_string(&info.config)
+                .map_err(|e| StoreError::Internal(format!("encoding app {app:?}: {e}")))?;
+            tx.execute(
+                "INSERT INTO apps (name, config, created_at_ms, updated_at_ms, revision)
+                 VALUES ($1, ($2::text)::jsonb, $3, $4, $5)
+                 ON CONFLICT (name) DO UPDATE
+                    SET config = EXCLUDED.config,
+                        updated_at_ms = EXCLUDED.updated_at_ms,
+                        revision = EXCLUDED.revision",
+                &[
+                    &app,
+                    &json,
+                    &to_i64(info.created_at_ms)?,
+                    &to_i64(info.updated_at_ms)?,
+                    &next,
+                ],
+            )
+            .map_err(pg_err)?;
+            tx.execute("DELETE FROM app_hosts WHERE app = $1", &[&app])
+                .map_err(pg_err)?;
+            for host in &config.hosts {
+                tx.execute(
+                    "INSERT INTO app_hosts (host, app) VALUES ($1, $2)",
+                    &[host, &app],
+                )
+                .map_err(pg_err)?;
+            }
+            Ok(changed((info, old.is_none()), app))
+        })?;
+        Ok(Written {
+            value,
+            created,
+            revision,
+        })
+    }
+
+    fn delete_app(&self, app: &str) -> StoreResult<bool> {
+        let (deleted, _) = self.write(|tx, _| {
+            // Scripts, history, routes and host claims go with it (ON DELETE CASCADE).
+            let n = tx
+                .execute("DELETE FROM apps WHERE name = $1", &[&app])
+                .map_err(pg_err)?;
+            Ok(if n == 0 {
+                Outcome::Unchanged(false)
+            } else {
+                changed(true, app)
+            })
+        })?;
+        Ok(deleted)
+    }
+
+    fn put_script(
+        &self,
+        app: &str,
+        name: &str,
+        kind: ScriptKind,
+        source: &str,
+    ) -> StoreResult<Written<ScriptInfo>> {
+        let ((value, created), revision) = self.write(|tx, next| {
+            require_app(tx, app)?;
+            if kind == ScriptKind::Module && route_used(tx, app, name)? {
+                return Err(StoreError::Conflict(format!(
+                    "script {name:?} is used by a route of app {app:?}; it cannot become a module"
+                )));
+            }
+            let old = read_script(tx, app, name)?;
+            let version = match &old {
+                None => 1,
+                Some(o) => o.version.checked_add(1).ok_or_else(|| {
+                    StoreError::Internal(format!("version counter overflow for {name:?}"))
+                })?,
+            };
+            let hash = picloud_core::content_hash(source);
+            let now = now_ms();
+            let (version_db, now_db) = (to_i64(version)?, to_i64(now)?);
+            tx.execute(
+                "INSERT INTO scripts (app, name, kind, version, hash, updated_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (app, name) DO UPDATE
+                    SET kind = EXCLUDED.kind, version = EXCLUDED.version,
+                        hash = EXCLUDED.hash, updated_at_ms = EXCLUDED.updated_at_ms",
+                &[&app, &name, &kind.as_str(), &version_db, &hash, &now_db],
+            )
+            .map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO script_versions (app, name, version, hash, source, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&app, &name, &version_db, &hash, &source, &now_db],
+            )
+            .map_err(pg_err)?;
+            touch_app(tx, app, next)?;
+            let info = ScriptInfo {
+                name: name.to_string(),
+                kind,
+                version,
+                hash,
+                updated_at_ms: now,
+            };
+            Ok(changed((info, old.is_none()), app))
+        })?;
+        Ok(Written {
+            value,
+            created,
+            revision,
+        })
+    }
+
+    fn get_script(&self, app: &str, name: &str) -> StoreResult<Option<Script>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            let row = tx
+                .query_opt(
+                    "SELECT s.name, s.kind, s.version, s.hash, s.updated_at_ms, v.source
+                       FROM scripts s JOIN script_versions v USING (app, name, version)
+                      WHERE s.app = $1 AND s.name = $2",
+                    &[&app, &name],
+                )
+                .map_err(pg_err)?;
+            row.map(|r| {
+                Ok(Script {
+                    info: script_from_row(&r)?,
+                    source: col(&r, 5)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn list_scripts(&self, app: &str) -> StoreResult<Vec<ScriptInfo>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            tx.query(
+                &format!("SELECT {SCRIPT_COLUMNS} FROM scripts WHERE app = $1 ORDER BY name"),
+                &[&app],
+            )
+            .map_err(pg_err)?
+            .iter()
+            .map(script_from_row)
+            .collect()
+        })
+    }
+
+    fn script_versions(&self, app: &str, name: &str) -> StoreResult<Vec<ScriptVersionInfo>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            if read_script(tx, app, name)?.is_none() {
+                return Err(script_not_found(app, name));
+            }
+            tx.query(
+                "SELECT version, hash, created_at_ms FROM script_versions
+                  WHERE app = $1 AND name = $2 ORDER BY version",
+                &[&app, &name],
+            )
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| {
+                Ok(ScriptVersionInfo {
+                    version: to_u64(col(r, 0)?),
+                    hash: col(r, 1)?,
+                    created_at_ms: to_u64(col(r, 2)?),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn script_version_source(
+        &self,
+        app: &str,
+        name: &str,
+        version: u64,
+    ) -> StoreResult<Option<String>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            let Ok(version) = i64::try_from(version) else {
+                return Ok(None);
+            };
+            tx.query_opt(
+                "SELECT source FROM script_versions WHERE app = $1 AND name = $2 AND version = $3",
+                &[&app, &name, &version],
+            )
+            .map_err(pg_err)?
+            .map(|r| col(&r, 0))
+            .transpose()
+        })
+    }
+
+    fn delete_script(&self, app: &str, name: &str) -> StoreResult<bool> {
+        let (deleted, _) = self.write(|tx, next| {
+            require_app(tx, app)?;
+            if read_script(tx, app, name)?.is_none() {
+                return Ok(Outcome::Unchanged(false));
+            }
+            if route_used(tx, app, name)? {
+                return Err(StoreError::Conflict(format!(
+                    "script {name:?} is used by a route of app {app:?}"
+                )));
+            }
+            // Its history goes with it (ON DELETE CASCADE).
+            tx.execute(
+                "DELETE FROM scripts WHERE app = $1 AND name = $2",
+                &[&app, &name],
+            )
+            .map_err(pg_err)?;
+            touch_app(tx, app, next)?;
+            Ok(changed(true, app))
+        })?;
+        Ok(deleted)
+    }
+
+    fn put_routes(&self, app: &str, routes: &[Route]) -> StoreResult<u64> {
+        let ((), revision) = self.write(|tx, next| {
+            require_app(tx, app)?;
+            for route in routes {
+                match read_script(tx, app, &route.script)? {
+                    None => {
+                        return Err(StoreError::Invalid(format!(
+                            "route {} {} names script {:?}, which app {app:?} does not have",
+                            route.method.as_str(),
+                            route.path,
+                            route.script
+                        )));
+                    }
+                    Some(s) if s.kind != ScriptKind::Endpoint => {
+                        return Err(StoreError::Invalid(format!(
+                            "route {} {} names script {:?}, which is a module, not an endpoint",
+                            route.method.as_str(),
+                            route.path,
+                            route.script
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+            tx.execute("DELETE FROM routes WHERE app = $1", &[&app])
+                .map_err(pg_err)?;
+            for (position, route) in routes.iter().enumerate() {
+                let position = i32::try_from(position)
+                    .map_err(|_| StoreError::Invalid("too many routes".into()))?;
+                tx.execute(
+                    "INSERT INTO routes (app, position, method, path, script)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &app,
+                        &position,
+                        &route.method.as_str(),
+                        &route.path,
+                        &route.script,
+                    ],
+                )
+                .map_err(pg_err)?;
+            }
+            touch_app(tx, app, next)?;
+            Ok(changed((), app))
+        })?;
+        Ok(revision)
+    }
+
+    fn get_routes(&self, app: &str) -> StoreResult<Vec<Route>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            tx.query(
+                "SELECT method, path, script FROM routes WHERE app = $1 ORDER BY position",
+                &[&app],
+            )
+            .map_err(pg_err)?
+            .iter()
+            .map(route_from_row)
+            .collect()
+        })
+    }
+
+    fn admin_token_hashes(&self) -> StoreResult<Vec<String>> {
+        self.read(|tx| {
+            tx.query("SELECT hash FROM admin_tokens", &[])
+                .map_err(pg_err)?
+                .iter()
+                .map(|r| col(r, 0))
+                .collect()
+        })
+    }
+
+    fn add_admin_token_hash(&self, hash: &str) -> StoreResult<()> {
+        self.write(|tx, _| {
+            let n = tx
+                .execute(
+                    "INSERT INTO admin_tokens (hash, created_at_ms) VALUES ($1, $2)
+                     ON CONFLICT (hash) DO NOTHING",
+                    &[&hash, &to_i64(now_ms())?],
+                )
+                .map_err(pg_err)?;
+            Ok(if n == 0 {
+                Outcome::Unchanged(())
+            } else {
+                Outcome::Changed {
+                    value: (),
+                    app: None,
+                }
+            })
+        })?;
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    // A clock before 1970 is a broken clock, not a reason to fail a write.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn app_not_found(app: &str) -> StoreError {
+    StoreError::NotFound(format!("app {app:?} does not exist"))
+}
+
+fn script_not_found(app: &str, name: &str) -> StoreError {
+    StoreError::NotFound(format!("script {name:?} does not exist in app {app:?}"))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("stored {what} is unreadable: {e}"))
+}

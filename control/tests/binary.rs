@@ -1,5 +1,6 @@
 //! The `picloud` binary as a user runs it: the ready line, the generated token, SIGTERM drain,
-//! `kill -9` durability and `picloud check`.
+//! `kill -9` durability, `picloud check`, and on PostgreSQL (`PICLOUD_TEST_DATABASE_URL`):
+//! `picloud migrate` and a node that drains and exits 0 with its sync thread.
 
 mod support;
 
@@ -31,6 +32,17 @@ impl Drop for Proc {
 
 /// Starts `picloud serve` on ephemeral ports and waits for its ready line.
 fn serve(dir: &std::path::Path, token: Option<&str>) -> Proc {
+    serve_with(dir, token, &[])
+}
+
+/// [`serve`] with extra environment variables; with `PICLOUD_DATABASE_URL` among them the
+/// ready line must say `store=postgres`.
+fn serve_with(dir: &std::path::Path, token: Option<&str>, env: &[(&str, &str)]) -> Proc {
+    let store = if env.iter().any(|(k, _)| *k == "PICLOUD_DATABASE_URL") {
+        "store=postgres"
+    } else {
+        "store=embedded"
+    };
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .env("PICLOUD_LISTEN", "127.0.0.1:0")
@@ -43,6 +55,8 @@ fn serve(dir: &std::path::Path, token: Option<&str>) -> Proc {
     if let Some(t) = token {
         cmd.env("PICLOUD_ADMIN_TOKEN", t);
     }
+    cmd.env_remove("PICLOUD_DATABASE_URL")
+        .envs(env.iter().copied());
     let mut child = cmd.spawn().expect("spawn picloud");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
@@ -68,7 +82,7 @@ fn serve(dir: &std::path::Path, token: Option<&str>) -> Proc {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_else(|| panic!("no {name} in {line:?}"))
             };
-            assert!(rest.ends_with("store=embedded"), "{line}");
+            assert!(rest.ends_with(store), "{line}");
             return Proc {
                 public: field("public="),
                 admin: field("admin="),
@@ -228,4 +242,75 @@ fn check_prints_file_line_column() {
     let err = String::from_utf8_lossy(&out.stderr);
     let prefix = format!("{}:2:", bad.display());
     assert!(err.starts_with(&prefix), "{err}");
+}
+
+#[test]
+fn migrate_then_serve_on_postgres_and_sigterm_exits_0() {
+    let Some(url) = support::pg::test_database_url() else {
+        return;
+    };
+    let db = support::pg::TestDb::create(&url, "bin");
+    let migrate = |expect: &str| {
+        let out = Command::new(BIN)
+            .arg("migrate")
+            .env("PICLOUD_DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run migrate");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(expect), "{stdout}");
+    };
+    migrate("applied 0001_initial.sql");
+    migrate("database is up to date");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = "pc_binary_test_token_0123456789";
+    let mut p = serve_with(
+        dir.path(),
+        Some(token),
+        &[("PICLOUD_DATABASE_URL", &db.url)],
+    );
+    let r = admin(&p, token, "PUT", "/v1/apps/demo", "");
+    assert_eq!(r.status, 201, "{r:?}");
+    let health = request(p.admin, "GET", "/v1/health", &[], b"").json();
+    assert_eq!(health["store"], "postgres");
+    // Nothing went to the data dir: PostgreSQL holds it all.
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+
+    // The sync thread sits in a blocking read on its connection; SIGTERM must still end the
+    // process promptly and cleanly.
+    signal(&p, SIGTERM);
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = p.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "exits after SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+
+    // Unreachable database at start: a clear error, not a hang.
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env(
+            "PICLOUD_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/nope",
+        )
+        .env("PICLOUD_LISTEN", "127.0.0.1:0")
+        .env("PICLOUD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("PICLOUD_DATA_DIR", dir.path())
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("connecting to PostgreSQL"), "{stderr}");
 }

@@ -3,7 +3,8 @@
 //!
 //! Owns: the shapes of apps, scripts and routes ([`model`]), the one [`Limits`] type, the
 //! immutable [`Catalog`] snapshot that the data plane serves from, the [`Store`] trait every
-//! backing store implements, and error codes classified by [`Fault`].
+//! backing store implements with the integrity [`rules`] they all enforce, and error codes
+//! classified by [`Fault`].
 //!
 //! Does not own: any I/O, threads, HTTP, Rhai or database code. Everything here is plain data
 //! and pure functions, so both planes (and tests) can use it without pulling in a runtime.
@@ -13,6 +14,7 @@ pub mod catalog;
 pub mod error;
 pub mod limits;
 pub mod model;
+pub mod rules;
 pub mod store;
 
 pub use catalog::{Catalog, CatalogApp, CatalogScript, Resolution, RouteTable};

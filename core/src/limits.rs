@@ -36,6 +36,11 @@ pub struct Limits {
     pub queue_len_max: usize,
     /// Compiled ASTs kept in the shared LRU cache.
     pub ast_cache_entries_max: usize,
+    /// Evaluated modules kept in the shared LRU cache, keyed by app, module and the versions
+    /// of everything it imports (`PICLOUD_MODULE_CACHE_SIZE`, the name API.md gives it).
+    pub module_cache_size: usize,
+    /// Versions kept in each script's history; older ones are dropped on save.
+    pub script_versions_max: usize,
 
     // --- control plane: PostgreSQL (node-wide) ---
     /// Longest wait for a PostgreSQL connection to open; past it the attempt fails
@@ -87,6 +92,8 @@ impl Default for Limits {
             drain_timeout_ms: 10_000,
             queue_len_max: 256,
             ast_cache_entries_max: 1024,
+            module_cache_size: 512,
+            script_versions_max: 100,
             db_connect_timeout_ms: 5_000,
             db_keepalive_ms: 10_000,
             sync_retry_max_ms: 2_000,

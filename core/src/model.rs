@@ -27,6 +27,68 @@ pub fn validate_script_name(name: &str) -> Result<(), String> {
     })
 }
 
+/// Names a module may not have: the SDK's namespaces (`kv::`, `log::`, ...), Rhai's own
+/// namespaces and package names, and names kept for the platform. An import of one of these
+/// would shadow or be shadowed by the built-in namespace, so a module cannot take them.
+pub const RESERVED_MODULE_NAMES: &[&str] = &[
+    // SDK namespaces and helpers (API.md).
+    "kv",
+    "log",
+    "env",
+    "time",
+    "crypto",
+    "base64",
+    "events",
+    "uuid",
+    "sdk",
+    "sdk_version",
+    // Rhai: the `global::` namespace, its packages' names, and `engine`.
+    "global",
+    "core",
+    "std",
+    "engine",
+    "math",
+    "string",
+    "array",
+    "map",
+    "blob",
+    "fn",
+    "arithmetic",
+    "logic",
+    "bit_field",
+    "language_core",
+    "basic_array",
+    "basic_blob",
+    "basic_fn",
+    "basic_iterator",
+    "basic_map",
+    "basic_math",
+    "basic_string",
+    "basic_time",
+    "more_string",
+    // The platform.
+    "picloud",
+    "request",
+    "response",
+    "http",
+];
+
+/// Module names (also the NAME of `import "NAME"`): a script name (1–63 of `a-z 0-9 _ -`)
+/// that starts with a letter and is not in [`RESERVED_MODULE_NAMES`]. No `/`, `.` or other
+/// path characters can appear, so an import can only ever name a module of the same app.
+pub fn validate_module_name(name: &str) -> Result<(), String> {
+    validate_script_name(name)?;
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(format!("module name {name:?} must start with a letter"));
+    }
+    if RESERVED_MODULE_NAMES.contains(&name) {
+        return Err(format!(
+            "module name {name:?} is reserved (SDK or Rhai namespace)"
+        ));
+    }
+    Ok(())
+}
+
 fn validate_name(what: &str, name: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
     let shape = || {
         format!(
@@ -233,6 +295,9 @@ pub struct ScriptInfo {
     pub hash: String,
     /// Time of the current version, Unix milliseconds.
     pub updated_at_ms: u64,
+    /// The modules the current version imports (`import "NAME"`), sorted, without duplicates.
+    #[serde(default)]
+    pub imports: Vec<String>,
 }
 
 /// One entry of a script's history.
@@ -261,6 +326,25 @@ mod tests {
         assert!(validate_script_name("_private").is_ok());
         for bad in ["", "a b", "../x", "a/b", "A"] {
             assert!(validate_script_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_module_name("shared_util").is_ok());
+        for bad in [
+            "",
+            "_x",
+            "1x",
+            "-x",
+            "kv",
+            "global",
+            "math",
+            "../x",
+            "./x",
+            "a/b",
+            "other-app/x",
+            "a.b",
+            "A",
+            "x\0",
+        ] {
+            assert!(validate_module_name(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -14,6 +14,7 @@
 
 use crate::ErrorCode;
 use crate::model::{AppConfig, AppInfo, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
+use crate::rules::{AppState, Violation};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +49,44 @@ impl StoreError {
     }
 }
 
+/// How a store reports a broken [`crate::rules`] rule, by operation: what the change itself
+/// got wrong is `Invalid`; what it would break for something else (a route or an import that
+/// uses the script) is `Conflict`.
+pub fn violation_error(v: &Violation, op: Op<'_>) -> StoreError {
+    let msg = v.to_string();
+    let conflict = match (op, v) {
+        (Op::DeleteScript, _) => true,
+        // Saving `name` broke a route or an importer that uses it (it became a module, or an
+        // endpoint); its own bad imports, cycles and depth are its own fault.
+        (Op::SaveScript(name), Violation::RouteToModule { script, .. }) => script == name,
+        (Op::SaveScript(name), Violation::ImportOfEndpoint { module, .. }) => module == name,
+        _ => false,
+    };
+    if conflict {
+        StoreError::Conflict(msg)
+    } else {
+        StoreError::Invalid(msg)
+    }
+}
+
+/// Which kind of write checked the rules (see [`violation_error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// `save_script` of the named script.
+    SaveScript(&'a str),
+    /// `delete_script`.
+    DeleteScript,
+    /// `put_routes`.
+    PutRoutes,
+    /// `deploy`.
+    Deploy,
+}
+
+/// Checks the rules on `state`, mapping a violation for `op`.
+pub fn check_rules(state: &AppState, op: Op<'_>) -> StoreResult<()> {
+    crate::rules::check(state).map_err(|v| violation_error(&v, op))
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -61,6 +100,66 @@ pub struct Written<T> {
     pub created: bool,
     /// The revision this write committed as.
     pub revision: u64,
+}
+
+/// A script to save: what [`Store::save_script`] and [`Bundle`] carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptWrite {
+    /// Endpoint or module.
+    pub kind: ScriptKind,
+    /// The Rhai source (already compiled and checked by the caller).
+    pub source: String,
+    /// The modules it imports, sorted, without duplicates (found by the caller in the source).
+    pub imports: Vec<String>,
+    /// Versions kept in the script's history; saving drops the oldest beyond this.
+    pub versions_max: usize,
+}
+
+impl ScriptWrite {
+    /// A script with no imports and the default history bound.
+    pub fn new(kind: ScriptKind, source: &str) -> ScriptWrite {
+        ScriptWrite {
+            kind,
+            source: source.to_string(),
+            imports: Vec::new(),
+            versions_max: crate::Limits::default().script_versions_max,
+        }
+    }
+}
+
+/// An atomic deploy of one app: applied as one change (one revision) or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bundle {
+    /// Replaces the app's configuration; `None` keeps it (or the default for a new app).
+    pub config: Option<AppConfig>,
+    /// Scripts to create or update, by name. A script whose kind, source and imports are
+    /// unchanged gets no new version.
+    pub scripts: Vec<(String, ScriptWrite)>,
+    /// Replaces the route table; `None` keeps it.
+    pub routes: Option<Vec<Route>>,
+    /// Deletes the app's scripts that are not in the bundle.
+    pub prune: bool,
+}
+
+/// What a deploy changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deployed {
+    /// The app did not exist before.
+    pub app_created: bool,
+    /// The revision after the deploy (unchanged if nothing changed).
+    pub revision: u64,
+    /// Scripts created, updated (a new version), left as they were, and deleted; sorted.
+    pub created: Vec<String>,
+    /// See `created`.
+    pub updated: Vec<String>,
+    /// See `created`.
+    pub unchanged: Vec<String>,
+    /// See `created`.
+    pub deleted: Vec<String>,
+    /// The route table was replaced with a different one.
+    pub routes_changed: bool,
+    /// The app's configuration changed.
+    pub config_changed: bool,
 }
 
 /// A script's current version with its source.
@@ -172,15 +271,37 @@ pub trait Store: Send + Sync {
     /// Deletes an app with its scripts, history and routes. `Ok(false)` if it did not exist.
     fn delete_app(&self, app: &str) -> StoreResult<bool>;
 
-    /// Saves `source` as the next version of script `name`. `NotFound` if the app does not
-    /// exist; `Conflict` if the kind changes to module while a route uses the script.
+    /// Saves `script` as the next version of script `name`, with its imports, dropping
+    /// history beyond `versions_max`. `NotFound` if the app does not exist; `Conflict` if the
+    /// kind changes to module while a route uses the script, or to endpoint while a script
+    /// imports it; `Invalid` if an import names no module of the app, or the imports would
+    /// form a cycle or a chain deeper than [`crate::rules::IMPORT_DEPTH_MAX`].
+    fn save_script(
+        &self,
+        app: &str,
+        name: &str,
+        script: &ScriptWrite,
+    ) -> StoreResult<Written<ScriptInfo>>;
+
+    /// [`Store::save_script`] with no imports and the default history bound.
     fn put_script(
         &self,
         app: &str,
         name: &str,
         kind: ScriptKind,
         source: &str,
-    ) -> StoreResult<Written<ScriptInfo>>;
+    ) -> StoreResult<Written<ScriptInfo>> {
+        self.save_script(app, name, &ScriptWrite::new(kind, source))
+    }
+
+    /// The scripts of `app` that import module `name`, sorted. `NotFound` if the app is
+    /// missing.
+    fn dependents(&self, app: &str, name: &str) -> StoreResult<Vec<String>>;
+
+    /// Applies `bundle` to `app` (creating the app if missing) as one change: every rule is
+    /// checked on the state after the whole bundle, and either all of it is stored under one
+    /// new revision or nothing is. A bundle that changes nothing keeps the revision.
+    fn deploy(&self, app: &str, bundle: &Bundle) -> StoreResult<Deployed>;
 
     /// A script's current version with source, or `None`. `NotFound` if the app is missing.
     fn get_script(&self, app: &str, name: &str) -> StoreResult<Option<Script>>;
@@ -200,7 +321,7 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Option<String>>;
 
     /// Deletes a script and its history. `Ok(false)` if it did not exist; `Conflict` if a
-    /// route uses it.
+    /// route uses it or a script imports it.
     fn delete_script(&self, app: &str, name: &str) -> StoreResult<bool>;
 
     /// Replaces an app's whole route table. `Invalid` if a route names a missing script or a
@@ -215,4 +336,126 @@ pub trait Store: Send + Sync {
 
     /// Stores another valid admin token hash (idempotent).
     fn add_admin_token_hash(&self, hash: &str) -> StoreResult<()>;
+}
+
+/// The rules' view of an app: its scripts (kind and imports) and routes.
+pub fn app_state(scripts: &[ScriptInfo], routes: &[Route]) -> AppState {
+    AppState {
+        scripts: scripts
+            .iter()
+            .map(|s| (s.name.clone(), (s.kind, s.imports.clone())))
+            .collect(),
+        routes: routes.to_vec(),
+    }
+}
+
+/// What a store must do to apply a [`Bundle`], worked out by [`plan_deploy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployPlan {
+    /// Scripts to save as a new version (created or changed), by name.
+    pub writes: Vec<(String, ScriptWrite)>,
+    /// Scripts to delete (with `prune`).
+    pub deletes: Vec<String>,
+    /// The configuration to store, if it changes (or the app is new).
+    pub config: Option<AppConfig>,
+    /// The route table to store, if it changes.
+    pub routes: Option<Vec<Route>>,
+    /// The report, without the revision (the store fills it in).
+    pub report: Deployed,
+}
+
+impl DeployPlan {
+    /// Whether applying the plan changes anything at all.
+    pub fn changes_anything(&self) -> bool {
+        !self.writes.is_empty()
+            || !self.deletes.is_empty()
+            || self.config.is_some()
+            || self.routes.is_some()
+    }
+}
+
+/// Works out what applying `bundle` to an app changes, and checks the rules on the state after
+/// it. `current` is `None` for an app that does not exist yet, else its configuration, scripts
+/// and routes as stored. Pure: stores call it inside their write transaction and then apply
+/// the plan with their own primitives, so both stores deploy by the same rules.
+pub fn plan_deploy(
+    current: Option<(&AppConfig, &[ScriptInfo], &[Route])>,
+    bundle: &Bundle,
+) -> StoreResult<DeployPlan> {
+    let (config, scripts, routes): (Option<&AppConfig>, &[ScriptInfo], &[Route]) = match current {
+        Some((c, s, r)) => (Some(c), s, r),
+        None => (None, &[], &[]),
+    };
+    let mut report = Deployed {
+        app_created: current.is_none(),
+        ..Deployed::default()
+    };
+    let mut state = app_state(scripts, routes);
+    let mut writes = Vec::new();
+    let mut in_bundle = std::collections::BTreeSet::new();
+    for (name, write) in &bundle.scripts {
+        if !in_bundle.insert(name.as_str()) {
+            return Err(StoreError::Invalid(format!(
+                "script {name:?} appears twice in the bundle"
+            )));
+        }
+        let hash = crate::content_hash(&write.source);
+        match scripts.iter().find(|s| &s.name == name) {
+            Some(s) if s.kind == write.kind && s.hash == hash && s.imports == write.imports => {
+                report.unchanged.push(name.clone());
+            }
+            Some(_) => {
+                report.updated.push(name.clone());
+                writes.push((name.clone(), write.clone()));
+            }
+            None => {
+                report.created.push(name.clone());
+                writes.push((name.clone(), write.clone()));
+            }
+        }
+        state
+            .scripts
+            .insert(name.clone(), (write.kind, write.imports.clone()));
+    }
+    let mut deletes = Vec::new();
+    if bundle.prune {
+        for s in scripts {
+            if !in_bundle.contains(s.name.as_str()) {
+                deletes.push(s.name.clone());
+                state.scripts.remove(&s.name);
+            }
+        }
+    }
+    report.deleted = deletes.clone();
+    let new_routes = match &bundle.routes {
+        Some(r) if r.as_slice() != routes => {
+            state.routes = r.clone();
+            report.routes_changed = true;
+            Some(r.clone())
+        }
+        _ => None,
+    };
+    let new_config = match (&bundle.config, config) {
+        (Some(c), Some(old)) if c == old => None,
+        (Some(c), _) => Some(c.clone()),
+        (None, None) => Some(AppConfig::default()),
+        (None, Some(_)) => None,
+    };
+    report.config_changed = new_config.is_some() && current.is_some();
+    check_rules(&state, Op::Deploy)?;
+    for list in [
+        &mut report.created,
+        &mut report.updated,
+        &mut report.unchanged,
+        &mut report.deleted,
+    ] {
+        list.sort();
+    }
+    Ok(DeployPlan {
+        writes,
+        deletes,
+        config: new_config,
+        routes: new_routes,
+        report,
+    })
 }

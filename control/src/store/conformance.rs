@@ -28,7 +28,7 @@ use std::fmt::Debug;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use picloud_core::model::{AppConfig, Method, Route, ScriptKind};
-use picloud_core::store::{Store, StoreError, StoreResult};
+use picloud_core::store::{Bundle, ScriptWrite, Store, StoreError, StoreResult};
 
 /// One named check. `run` takes a fresh, empty store and panics if a rule is broken.
 #[derive(Clone, Copy)]
@@ -79,6 +79,11 @@ checks!(
     concurrent_writes_serialise,
     timestamps_are_unix_ms,
     changes_since_brings_a_snapshot_up_to_date,
+    imports_are_stored_and_answer_dependents,
+    imports_keep_the_graph_valid,
+    history_is_bounded,
+    deploy_applies_all_or_nothing,
+    deploy_reports_what_changed,
 );
 
 /// Runs every check, each on a store from `with_store`, in one test. Prefer
@@ -136,6 +141,11 @@ macro_rules! store_conformance_tests {
             concurrent_writes_serialise,
             timestamps_are_unix_ms,
             changes_since_brings_a_snapshot_up_to_date,
+            imports_are_stored_and_answer_dependents,
+            imports_keep_the_graph_valid,
+            history_is_bounded,
+            deploy_applies_all_or_nothing,
+            deploy_reports_what_changed,
         );
     };
 }
@@ -1118,4 +1128,401 @@ pub fn changes_since_brings_a_snapshot_up_to_date(store: &dyn Store) {
     // Applying the same or an older delta again changes nothing.
     old.apply(stale);
     assert_eq!(old, now);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modules, imports, history and deploys
+
+fn write(kind: ScriptKind, source: &str, imports: &[&str]) -> ScriptWrite {
+    ScriptWrite {
+        imports: imports.iter().map(|s| s.to_string()).collect(),
+        ..ScriptWrite::new(kind, source)
+    }
+}
+
+fn save(store: &dyn Store, app: &str, name: &str, w: &ScriptWrite) -> StoreResult<u64> {
+    store.save_script(app, name, w).map(|w| w.revision)
+}
+
+/// Imports are stored with the script, shown in reads and snapshots, and answer "who depends
+/// on NAME"; they stay within the app.
+pub fn imports_are_stored_and_answer_dependents(store: &dyn Store) {
+    app(store, "a");
+    app(store, "b");
+    ok(
+        save(
+            store,
+            "a",
+            "util",
+            &write(ScriptKind::Module, "fn f() { 1 }", &[]),
+        ),
+        "util",
+    );
+    ok(
+        save(
+            store,
+            "a",
+            "lib",
+            &write(ScriptKind::Module, "import \"util\" as u;", &["util"]),
+        ),
+        "lib",
+    );
+    let w = write(
+        ScriptKind::Endpoint,
+        "import \"lib\" as l; import \"util\" as u; 1",
+        &["lib", "util"],
+    );
+    let info = ok(store.save_script("a", "e", &w), "e").value;
+    assert_eq!(info.imports, ["lib", "util"]);
+    // The same names in another app are unrelated.
+    ok(
+        save(
+            store,
+            "b",
+            "util",
+            &write(ScriptKind::Module, "fn f() { 2 }", &[]),
+        ),
+        "b util",
+    );
+    ok(
+        save(
+            store,
+            "b",
+            "x",
+            &write(ScriptKind::Endpoint, "1", &["util"]),
+        ),
+        "b x",
+    );
+
+    assert_eq!(ok(store.dependents("a", "util"), "deps"), ["e", "lib"]);
+    assert_eq!(ok(store.dependents("a", "lib"), "deps"), ["e"]);
+    assert_eq!(ok(store.dependents("a", "e"), "deps"), Vec::<String>::new());
+    assert_eq!(ok(store.dependents("b", "util"), "deps"), ["x"]);
+    expect_err(
+        store.dependents("nope", "util"),
+        is_not_found,
+        "missing app",
+    );
+    let got = ok(store.get_script("a", "e"), "get").expect("e");
+    assert_eq!(got.info.imports, ["lib", "util"]);
+    let listed = ok(store.list_scripts("a"), "list");
+    let lib = listed.iter().find(|s| s.name == "lib").expect("lib");
+    assert_eq!(lib.imports, ["util"]);
+    let snap = ok(store.snapshot(), "snapshot");
+    let e = snap.apps[0]
+        .scripts
+        .iter()
+        .find(|s| s.info.name == "e")
+        .expect("e");
+    assert_eq!(e.info.imports, ["lib", "util"]);
+
+    // A new version without the import drops it.
+    ok(
+        save(store, "a", "e", &write(ScriptKind::Endpoint, "2", &["lib"])),
+        "e v2",
+    );
+    assert_eq!(ok(store.dependents("a", "util"), "deps"), ["lib"]);
+    // Deleting the importer releases the module.
+    assert!(ok(store.delete_script("a", "e"), "delete e"));
+    assert_eq!(
+        ok(store.dependents("a", "lib"), "deps"),
+        Vec::<String>::new()
+    );
+    assert!(ok(store.delete_script("a", "lib"), "delete lib"));
+    assert!(ok(store.delete_script("a", "util"), "delete util"));
+}
+
+/// Every save keeps the import graph valid: imports name modules of the same app, no cycle, no
+/// chain deeper than eight; an imported module can neither be deleted nor become an endpoint.
+/// A refused save changes nothing.
+pub fn imports_keep_the_graph_valid(store: &dyn Store) {
+    app(store, "a");
+    app(store, "b");
+    ok(
+        save(store, "b", "m", &write(ScriptKind::Module, "", &[])),
+        "b m",
+    );
+    let before = revision(store);
+    // Another app's module, a missing one, an endpoint.
+    expect_err(
+        save(store, "a", "e", &write(ScriptKind::Endpoint, "", &["m"])),
+        is_invalid,
+        "other app's module",
+    );
+    endpoint(store, "a", "plain", "1");
+    let after_plain = revision(store);
+    assert_eq!(after_plain, before + 1);
+    expect_err(
+        save(
+            store,
+            "a",
+            "e",
+            &write(ScriptKind::Endpoint, "", &["plain"]),
+        ),
+        is_invalid,
+        "endpoint import",
+    );
+    // Self-import and a two-module cycle.
+    expect_err(
+        save(store, "a", "m", &write(ScriptKind::Module, "", &["m"])),
+        is_invalid,
+        "self import",
+    );
+    ok(
+        save(store, "a", "m1", &write(ScriptKind::Module, "", &[])),
+        "m1",
+    );
+    ok(
+        save(store, "a", "m2", &write(ScriptKind::Module, "", &["m1"])),
+        "m2",
+    );
+    let r = revision(store);
+    expect_err(
+        save(store, "a", "m1", &write(ScriptKind::Module, "", &["m2"])),
+        is_invalid,
+        "cycle",
+    );
+    assert_eq!(revision(store), r, "a refused save changes nothing");
+    assert_eq!(
+        ok(store.get_script("a", "m1"), "m1")
+            .expect("m1")
+            .info
+            .version,
+        1
+    );
+    // Depth: e → c1 → … → c8 is fine, a ninth level is not.
+    for i in (1..=8).rev() {
+        let imports: Vec<String> = if i < 8 {
+            vec![format!("c{}", i + 1)]
+        } else {
+            vec![]
+        };
+        let imports: Vec<&str> = imports.iter().map(String::as_str).collect();
+        ok(
+            save(
+                store,
+                "a",
+                &format!("c{i}"),
+                &write(ScriptKind::Module, "", &imports),
+            ),
+            "chain",
+        );
+    }
+    ok(
+        save(
+            store,
+            "a",
+            "deep",
+            &write(ScriptKind::Endpoint, "", &["c1"]),
+        ),
+        "8 deep",
+    );
+    ok(
+        save(store, "a", "c9", &write(ScriptKind::Module, "", &[])),
+        "c9",
+    );
+    expect_err(
+        save(store, "a", "c8", &write(ScriptKind::Module, "", &["c9"])),
+        is_invalid,
+        "9 deep",
+    );
+    // An imported module cannot go away or turn into an endpoint.
+    expect_err(
+        store.delete_script("a", "m1"),
+        is_conflict,
+        "delete imported",
+    );
+    expect_err(
+        save(store, "a", "m1", &write(ScriptKind::Endpoint, "", &[])),
+        is_conflict,
+        "module → endpoint",
+    );
+    assert!(ok(store.get_script("a", "m1"), "m1").is_some());
+    // Deleting the app takes the graph with it.
+    assert!(ok(store.delete_app("a"), "delete app"));
+    app(store, "a");
+    assert_eq!(
+        ok(store.dependents("a", "m1"), "deps"),
+        Vec::<String>::new()
+    );
+}
+
+/// A script's history keeps at most `versions_max` versions: the newest ones.
+pub fn history_is_bounded(store: &dyn Store) {
+    app(store, "a");
+    for i in 1..=7 {
+        let w = ScriptWrite {
+            versions_max: 3,
+            ..ScriptWrite::new(ScriptKind::Endpoint, &i.to_string())
+        };
+        ok(store.save_script("a", "s", &w), "save");
+    }
+    let versions: Vec<u64> = ok(store.script_versions("a", "s"), "versions")
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, [5, 6, 7]);
+    assert_eq!(ok(store.script_version_source("a", "s", 4), "pruned"), None);
+    assert_eq!(
+        ok(store.script_version_source("a", "s", 5), "kept").as_deref(),
+        Some("5")
+    );
+}
+
+/// A deploy is one change: one revision for everything, or nothing at all when any part of it
+/// is wrong (checked on the state after the whole bundle).
+pub fn deploy_applies_all_or_nothing(store: &dyn Store) {
+    let bundle = Bundle {
+        config: Some(config(&["d.example"])),
+        scripts: vec![
+            (
+                "api".to_string(),
+                write(
+                    ScriptKind::Endpoint,
+                    "import \"lib\" as l; l::f()",
+                    &["lib"],
+                ),
+            ),
+            (
+                "lib".to_string(),
+                write(ScriptKind::Module, "fn f() { 1 }", &[]),
+            ),
+        ],
+        routes: Some(vec![route(Method::Get, "/", "api")]),
+        prune: false,
+    };
+    let before = revision(store);
+    let done = ok(store.deploy("d", &bundle), "deploy");
+    assert!(done.app_created);
+    assert_eq!(
+        done.revision,
+        before + 1,
+        "one revision for the whole bundle"
+    );
+    assert_eq!(revision(store), before + 1);
+    assert_eq!(
+        ok(store.get_app("d"), "app").expect("app").config.hosts,
+        ["d.example"]
+    );
+    assert_eq!(ok(store.get_routes("d"), "routes").len(), 1);
+    assert_eq!(ok(store.dependents("d", "lib"), "deps"), ["api"]);
+
+    // Broken bundles: each is refused whole; nothing of them is stored.
+    let snapshot = ok(store.snapshot(), "snapshot");
+    let broken = [
+        // A route to a script that is not there.
+        Bundle {
+            scripts: vec![("new".to_string(), write(ScriptKind::Endpoint, "2", &[]))],
+            routes: Some(vec![route(Method::Get, "/", "nope")]),
+            ..Bundle::default()
+        },
+        // An import cycle inside the bundle.
+        Bundle {
+            scripts: vec![
+                ("x".to_string(), write(ScriptKind::Module, "", &["y"])),
+                ("y".to_string(), write(ScriptKind::Module, "", &["x"])),
+            ],
+            ..Bundle::default()
+        },
+        // Pruning a module the routes still need through an import.
+        Bundle {
+            scripts: vec![(
+                "api".to_string(),
+                write(ScriptKind::Endpoint, "3", &["lib"]),
+            )],
+            prune: true,
+            ..Bundle::default()
+        },
+        // A host another app holds.
+        Bundle {
+            config: Some(config(&["taken.example"])),
+            scripts: vec![("z".to_string(), write(ScriptKind::Endpoint, "4", &[]))],
+            ..Bundle::default()
+        },
+    ];
+    ok(store.put_app("other", &config(&["taken.example"])), "other");
+    let snapshot = ok(store.snapshot(), "snapshot")
+        .apps
+        .len()
+        .max(snapshot.apps.len());
+    let at = revision(store);
+    for (i, b) in broken.iter().enumerate() {
+        assert!(store.deploy("d", b).is_err(), "broken bundle {i} refused");
+        assert_eq!(revision(store), at, "broken bundle {i} changed nothing");
+    }
+    assert_eq!(ok(store.snapshot(), "snapshot").apps.len(), snapshot);
+    let names: Vec<String> = ok(store.list_scripts("d"), "list")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["api", "lib"]);
+    assert_eq!(
+        ok(store.get_script("d", "api"), "api")
+            .expect("api")
+            .info
+            .version,
+        1
+    );
+}
+
+/// A deploy reports what it created, updated, left alone and deleted; an unchanged bundle
+/// changes nothing (no version, no revision).
+pub fn deploy_reports_what_changed(store: &dyn Store) {
+    let first = Bundle {
+        scripts: vec![
+            ("a".to_string(), write(ScriptKind::Endpoint, "1", &[])),
+            ("b".to_string(), write(ScriptKind::Endpoint, "2", &[])),
+            ("c".to_string(), write(ScriptKind::Endpoint, "3", &[])),
+        ],
+        routes: Some(vec![route(Method::Get, "/", "a")]),
+        ..Bundle::default()
+    };
+    let done = ok(store.deploy("app", &first), "first");
+    assert_eq!(done.created, ["a", "b", "c"]);
+    let again = ok(store.deploy("app", &first), "again");
+    assert!(!again.app_created);
+    assert_eq!(again.unchanged, ["a", "b", "c"]);
+    assert!(again.created.is_empty() && again.updated.is_empty() && !again.routes_changed);
+    assert_eq!(
+        again.revision, done.revision,
+        "nothing changed, no revision"
+    );
+    assert_eq!(
+        ok(store.get_script("app", "a"), "a")
+            .expect("a")
+            .info
+            .version,
+        1
+    );
+
+    let second = Bundle {
+        scripts: vec![
+            ("a".to_string(), write(ScriptKind::Endpoint, "1", &[])),
+            ("b".to_string(), write(ScriptKind::Endpoint, "2 + 0", &[])),
+            ("d".to_string(), write(ScriptKind::Endpoint, "4", &[])),
+        ],
+        routes: Some(vec![route(Method::Get, "/", "d")]),
+        prune: true,
+        ..Bundle::default()
+    };
+    let done2 = ok(store.deploy("app", &second), "second");
+    assert_eq!(done2.revision, done.revision + 1);
+    assert_eq!(
+        (done2.created, done2.updated, done2.unchanged, done2.deleted),
+        (
+            vec!["d".to_string()],
+            vec!["b".to_string()],
+            vec!["a".to_string()],
+            vec!["c".to_string()]
+        )
+    );
+    assert!(done2.routes_changed);
+    assert_eq!(
+        ok(store.get_script("app", "b"), "b")
+            .expect("b")
+            .info
+            .version,
+        2
+    );
+    assert!(ok(store.get_script("app", "c"), "c").is_none());
 }

@@ -22,6 +22,7 @@
 //! | `routes` | app | JSON `[Route]`, in stored order; absent = empty table |
 //! | `hosts` | host | app that claims it (one owner per host) |
 //! | `admin_tokens` | token hash | `()` |
+//! | `script_imports` | (app, script, module) | `()`: script imports module (current version) |
 //!
 //! Keys are redb tuples rather than `app\0script` strings: tuples compare element by element,
 //! so no name (even one containing `\0`) can make two keys collide or leak into another app's
@@ -36,7 +37,11 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use picloud_core::model::{AppConfig, AppInfo, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
-use picloud_core::store::{Script, Snapshot, SnapshotApp, Store, StoreError, StoreResult, Written};
+use picloud_core::rules::AppState;
+use picloud_core::store::{
+    Bundle, Deployed, Op, Script, ScriptWrite, Snapshot, SnapshotApp, Store, StoreError,
+    StoreResult, Written, app_state, check_rules, plan_deploy,
+};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
@@ -45,9 +50,10 @@ use redb::{
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "picloud.redb";
 
-/// Version of the table layout described in the module docs. A file with another version is
-/// refused at open rather than misread; a future layout change adds a migration here.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version of the table layout described in the module docs. A file with an unknown version is
+/// refused at open rather than misread. Version 1 lacked `script_imports`; opening it adds the
+/// (empty: version 1 could not import) table.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Upper bound of redb's page cache. redb's default is 1 GiB, too much for a small board; the
 /// whole control-plane data set (scripts and routes) is normally a few MiB.
@@ -68,6 +74,9 @@ const VERSIONS: TableDefinition<VersionKey, VersionRow> = TableDefinition::new("
 const ROUTES: TableDefinition<&str, &str> = TableDefinition::new("routes");
 const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
 const ADMIN_TOKENS: TableDefinition<&str, ()> = TableDefinition::new("admin_tokens");
+/// (app, script, module).
+type ImportKey = (&'static str, &'static str, &'static str);
+const IMPORTS: TableDefinition<ImportKey, ()> = TableDefinition::new("script_imports");
 
 const META_REVISION: &str = "revision";
 const META_SCHEMA_VERSION: &str = "schema_version";
@@ -148,6 +157,13 @@ impl EmbeddedStore {
                     true
                 }
                 Some(SCHEMA_VERSION) => false,
+                // `WriteTables::open` just created the missing table; record the upgrade.
+                Some(1) => {
+                    t.meta
+                        .insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
+                        .map_err(db_err)?;
+                    true
+                }
                 Some(other) => {
                     return Err(StoreError::Internal(format!(
                         "{} has schema version {other}; this picloud understands {SCHEMA_VERSION}",
@@ -216,6 +232,7 @@ impl EmbeddedStore {
             versions: txn.open_table(VERSIONS).map_err(db_err)?,
             routes: txn.open_table(ROUTES).map_err(db_err)?,
             tokens: txn.open_table(ADMIN_TOKENS).map_err(db_err)?,
+            imports: txn.open_table(IMPORTS).map_err(db_err)?,
         };
         read(&t)
     }
@@ -236,6 +253,7 @@ struct WriteTables<'t> {
     routes: redb::Table<'t, &'static str, &'static str>,
     hosts: redb::Table<'t, &'static str, &'static str>,
     tokens: redb::Table<'t, &'static str, ()>,
+    imports: redb::Table<'t, ImportKey, ()>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -248,6 +266,7 @@ impl<'t> WriteTables<'t> {
             routes: txn.open_table(ROUTES).map_err(db_err)?,
             hosts: txn.open_table(HOSTS).map_err(db_err)?,
             tokens: txn.open_table(ADMIN_TOKENS).map_err(db_err)?,
+            imports: txn.open_table(IMPORTS).map_err(db_err)?,
         })
     }
 }
@@ -259,6 +278,7 @@ struct ReadTables {
     versions: redb::ReadOnlyTable<VersionKey, VersionRow>,
     routes: redb::ReadOnlyTable<&'static str, &'static str>,
     tokens: redb::ReadOnlyTable<&'static str, ()>,
+    imports: redb::ReadOnlyTable<ImportKey, ()>,
 }
 
 // Read helpers, generic over read-only and write tables so reads inside a write transaction
@@ -317,33 +337,83 @@ fn script_info(name: &str, row: (&str, u64, &str, u64)) -> StoreResult<ScriptInf
         version,
         hash: hash.to_string(),
         updated_at_ms,
+        imports: Vec::new(),
     })
+}
+
+/// Every import of `app`'s scripts: script → modules, sorted.
+fn read_app_imports(
+    imports: &impl ReadableTable<ImportKey, ()>,
+    app: &str,
+) -> StoreResult<std::collections::BTreeMap<String, Vec<String>>> {
+    let next = successor(app);
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for entry in imports
+        .range((app, "", "")..(next.as_str(), "", ""))
+        .map_err(db_err)?
+    {
+        let (k, _) = entry.map_err(db_err)?;
+        let (_, script, module) = k.value();
+        out.entry(script.to_string())
+            .or_default()
+            .push(module.to_string());
+    }
+    Ok(out)
+}
+
+/// The modules one script imports, sorted.
+fn read_script_imports(
+    imports: &impl ReadableTable<ImportKey, ()>,
+    app: &str,
+    name: &str,
+) -> StoreResult<Vec<String>> {
+    let mut out = Vec::new();
+    // Module names are never empty and (app, name, "") sorts before all of them; the upper
+    // bound is the next script name.
+    let next = successor(name);
+    for entry in imports
+        .range((app, name, "")..(app, next.as_str(), ""))
+        .map_err(db_err)?
+    {
+        let (k, _) = entry.map_err(db_err)?;
+        out.push(k.value().2.to_string());
+    }
+    Ok(out)
 }
 
 fn read_script(
     scripts: &impl ReadableTable<ScriptKey, ScriptRow>,
+    imports: &impl ReadableTable<ImportKey, ()>,
     app: &str,
     name: &str,
 ) -> StoreResult<Option<ScriptInfo>> {
     match scripts.get((app, name)).map_err(db_err)? {
         None => Ok(None),
-        Some(g) => script_info(name, g.value()).map(Some),
+        Some(g) => {
+            let mut info = script_info(name, g.value())?;
+            info.imports = read_script_imports(imports, app, name)?;
+            Ok(Some(info))
+        }
     }
 }
 
 /// The current version of each of `app`'s scripts, sorted by name (key order).
 fn list_app_scripts(
     scripts: &impl ReadableTable<ScriptKey, ScriptRow>,
+    imports: &impl ReadableTable<ImportKey, ()>,
     app: &str,
 ) -> StoreResult<Vec<ScriptInfo>> {
     let next = successor(app);
+    let mut all_imports = read_app_imports(imports, app)?;
     let mut out = Vec::new();
     for entry in scripts
         .range((app, "")..(next.as_str(), ""))
         .map_err(db_err)?
     {
         let (k, v) = entry.map_err(db_err)?;
-        out.push(script_info(k.value().1, v.value())?);
+        let mut info = script_info(k.value().1, v.value())?;
+        info.imports = all_imports.remove(&info.name).unwrap_or_default();
+        out.push(info);
     }
     Ok(out)
 }
@@ -397,10 +467,6 @@ fn load_script(
     Ok(Script { info, source })
 }
 
-fn uses_script(routes: &[Route], name: &str) -> bool {
-    routes.iter().any(|r| r.script == name)
-}
-
 impl Store for EmbeddedStore {
     fn kind(&self) -> &'static str {
         "embedded"
@@ -419,7 +485,7 @@ impl Store for EmbeddedStore {
                 let name = k.value();
                 let app: AppInfo = serde_json::from_str(v.value())
                     .map_err(|e| corrupt(&format!("app {name:?}"), e))?;
-                let scripts = list_app_scripts(&t.scripts, name)?
+                let scripts = list_app_scripts(&t.scripts, &t.imports, name)?
                     .into_iter()
                     .map(|info| load_script(&t.versions, name, info))
                     .collect::<StoreResult<Vec<_>>>()?;
@@ -453,42 +519,8 @@ impl Store for EmbeddedStore {
     }
 
     fn put_app(&self, app: &str, config: &AppConfig) -> StoreResult<Written<AppInfo>> {
-        let ((value, created), revision) = self.write(|t| {
-            for host in &config.hosts {
-                let owner = t
-                    .hosts
-                    .get(host.as_str())
-                    .map_err(db_err)?
-                    .map(|g| g.value().to_string());
-                if let Some(owner) = owner
-                    && owner != app
-                {
-                    return Err(StoreError::Conflict(format!(
-                        "host {host:?} is already claimed by app {owner:?}"
-                    )));
-                }
-            }
-            let old = read_app(&t.apps, app)?;
-            let now = now_ms();
-            let info = AppInfo {
-                name: app.to_string(),
-                config: config.clone(),
-                // An update keeps the creation time; `max` keeps updated >= created even if
-                // the wall clock stepped back since.
-                created_at_ms: old.as_ref().map_or(now, |o| o.created_at_ms),
-                updated_at_ms: old.as_ref().map_or(now, |o| now.max(o.created_at_ms)),
-            };
-            let json = serde_json::to_string(&info)
-                .map_err(|e| StoreError::Internal(format!("encoding app {app:?}: {e}")))?;
-            t.apps.insert(app, json.as_str()).map_err(db_err)?;
-            // Replace the app's host claims wholesale: drop every claim it holds, then claim
-            // the configured set. The hosts table is small (a few rows per app).
-            t.hosts.retain(|_, owner| owner != app).map_err(db_err)?;
-            for host in &config.hosts {
-                t.hosts.insert(host.as_str(), app).map_err(db_err)?;
-            }
-            Ok(Outcome::Changed((info, old.is_none())))
-        })?;
+        let ((value, created), revision) =
+            self.write(|t| Ok(Outcome::Changed(write_app(t, app, config)?)))?;
         Ok(Written {
             value,
             created,
@@ -508,6 +540,9 @@ impl Store for EmbeddedStore {
             t.versions
                 .retain_in((app, "", 0)..(next.as_str(), "", 0), |_, _| false)
                 .map_err(db_err)?;
+            t.imports
+                .retain_in((app, "", "")..(next.as_str(), "", ""), |_, _| false)
+                .map_err(db_err)?;
             t.routes.remove(app).map_err(db_err)?;
             t.hosts.retain(|_, owner| owner != app).map_err(db_err)?;
             Ok(Outcome::Changed(true))
@@ -515,43 +550,19 @@ impl Store for EmbeddedStore {
         Ok(deleted)
     }
 
-    fn put_script(
+    fn save_script(
         &self,
         app: &str,
         name: &str,
-        kind: ScriptKind,
-        source: &str,
+        script: &ScriptWrite,
     ) -> StoreResult<Written<ScriptInfo>> {
         let ((value, created), revision) = self.write(|t| {
-            require_app(&t.apps, app)?;
-            if kind == ScriptKind::Module && uses_script(&read_routes(&t.routes, app)?, name) {
-                return Err(StoreError::Conflict(format!(
-                    "script {name:?} is used by a route of app {app:?}; it cannot become a module"
-                )));
-            }
-            let old = read_script(&t.scripts, app, name)?;
-            let version = match &old {
-                None => 1,
-                Some(o) => o.version.checked_add(1).ok_or_else(|| {
-                    StoreError::Internal(format!("version counter overflow for {name:?}"))
-                })?,
-            };
-            let hash = picloud_core::content_hash(source);
-            let now = now_ms();
-            t.scripts
-                .insert((app, name), (kind.as_str(), version, hash.as_str(), now))
-                .map_err(db_err)?;
-            t.versions
-                .insert((app, name, version), (now, hash.as_str(), source))
-                .map_err(db_err)?;
-            let info = ScriptInfo {
-                name: name.to_string(),
-                kind,
-                version,
-                hash,
-                updated_at_ms: now,
-            };
-            Ok(Outcome::Changed((info, old.is_none())))
+            let mut state = read_app_state(t, app)?;
+            state
+                .scripts
+                .insert(name.to_string(), (script.kind, script.imports.clone()));
+            check_rules(&state, Op::SaveScript(name))?;
+            Ok(Outcome::Changed(write_script(t, app, name, script)?))
         })?;
         Ok(Written {
             value,
@@ -560,10 +571,51 @@ impl Store for EmbeddedStore {
         })
     }
 
+    fn dependents(&self, app: &str, name: &str) -> StoreResult<Vec<String>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            Ok(read_app_imports(&t.imports, app)?
+                .into_iter()
+                .filter(|(_, modules)| modules.iter().any(|m| m == name))
+                .map(|(script, _)| script)
+                .collect())
+        })
+    }
+
+    fn deploy(&self, app: &str, bundle: &Bundle) -> StoreResult<Deployed> {
+        let (report, revision) = self.write(|t| {
+            let plan = match read_app(&t.apps, app)? {
+                Some(info) => {
+                    let scripts = list_app_scripts(&t.scripts, &t.imports, app)?;
+                    let routes = read_routes(&t.routes, app)?;
+                    plan_deploy(Some((&info.config, &scripts, &routes)), bundle)?
+                }
+                None => plan_deploy(None, bundle)?,
+            };
+            if !plan.changes_anything() {
+                return Ok(Outcome::Unchanged(plan.report));
+            }
+            if let Some(config) = &plan.config {
+                write_app(t, app, config)?;
+            }
+            for name in &plan.deletes {
+                remove_script(t, app, name)?;
+            }
+            for (name, script) in &plan.writes {
+                write_script(t, app, name, script)?;
+            }
+            if let Some(routes) = &plan.routes {
+                write_routes(t, app, routes)?;
+            }
+            Ok(Outcome::Changed(plan.report))
+        })?;
+        Ok(Deployed { revision, ..report })
+    }
+
     fn get_script(&self, app: &str, name: &str) -> StoreResult<Option<Script>> {
         self.read(|t| {
             require_app(&t.apps, app)?;
-            match read_script(&t.scripts, app, name)? {
+            match read_script(&t.scripts, &t.imports, app, name)? {
                 None => Ok(None),
                 Some(info) => load_script(&t.versions, app, info).map(Some),
             }
@@ -573,14 +625,14 @@ impl Store for EmbeddedStore {
     fn list_scripts(&self, app: &str) -> StoreResult<Vec<ScriptInfo>> {
         self.read(|t| {
             require_app(&t.apps, app)?;
-            list_app_scripts(&t.scripts, app)
+            list_app_scripts(&t.scripts, &t.imports, app)
         })
     }
 
     fn script_versions(&self, app: &str, name: &str) -> StoreResult<Vec<ScriptVersionInfo>> {
         self.read(|t| {
             require_app(&t.apps, app)?;
-            if read_script(&t.scripts, app, name)?.is_none() {
+            if read_script(&t.scripts, &t.imports, app, name)?.is_none() {
                 return Err(script_not_found(app, name));
             }
             list_versions(&t.versions, app, name)
@@ -601,19 +653,12 @@ impl Store for EmbeddedStore {
 
     fn delete_script(&self, app: &str, name: &str) -> StoreResult<bool> {
         let (deleted, _) = self.write(|t| {
-            require_app(&t.apps, app)?;
-            if read_script(&t.scripts, app, name)?.is_none() {
+            let mut state = read_app_state(t, app)?;
+            if state.scripts.remove(name).is_none() {
                 return Ok(Outcome::Unchanged(false));
             }
-            if uses_script(&read_routes(&t.routes, app)?, name) {
-                return Err(StoreError::Conflict(format!(
-                    "script {name:?} is used by a route of app {app:?}"
-                )));
-            }
-            t.scripts.remove((app, name)).map_err(db_err)?;
-            t.versions
-                .retain_in((app, name, 0)..=(app, name, u64::MAX), |_, _| false)
-                .map_err(db_err)?;
+            check_rules(&state, Op::DeleteScript)?;
+            remove_script(t, app, name)?;
             Ok(Outcome::Changed(true))
         })?;
         Ok(deleted)
@@ -621,35 +666,10 @@ impl Store for EmbeddedStore {
 
     fn put_routes(&self, app: &str, routes: &[Route]) -> StoreResult<u64> {
         let ((), revision) = self.write(|t| {
-            require_app(&t.apps, app)?;
-            for route in routes {
-                match read_script(&t.scripts, app, &route.script)? {
-                    None => {
-                        return Err(StoreError::Invalid(format!(
-                            "route {} {} names script {:?}, which app {app:?} does not have",
-                            route.method.as_str(),
-                            route.path,
-                            route.script
-                        )));
-                    }
-                    Some(s) if s.kind != ScriptKind::Endpoint => {
-                        return Err(StoreError::Invalid(format!(
-                            "route {} {} names script {:?}, which is a module, not an endpoint",
-                            route.method.as_str(),
-                            route.path,
-                            route.script
-                        )));
-                    }
-                    Some(_) => {}
-                }
-            }
-            if routes.is_empty() {
-                t.routes.remove(app).map_err(db_err)?;
-            } else {
-                let json = serde_json::to_string(routes)
-                    .map_err(|e| StoreError::Internal(format!("encoding routes: {e}")))?;
-                t.routes.insert(app, json.as_str()).map_err(db_err)?;
-            }
+            let mut state = read_app_state(t, app)?;
+            state.routes = routes.to_vec();
+            check_rules(&state, Op::PutRoutes)?;
+            write_routes(t, app, routes)?;
             Ok(Outcome::Changed(()))
         })?;
         Ok(revision)
@@ -684,6 +704,139 @@ impl Store for EmbeddedStore {
         })?;
         Ok(())
     }
+}
+
+// Write helpers, shared by the single-object writes and `deploy`. They change tables only;
+// the rules are checked by the caller on the state after the whole change.
+
+/// The rules' view of `app` (`NotFound` if it does not exist).
+fn read_app_state(t: &WriteTables<'_>, app: &str) -> StoreResult<AppState> {
+    require_app(&t.apps, app)?;
+    let scripts = list_app_scripts(&t.scripts, &t.imports, app)?;
+    Ok(app_state(&scripts, &read_routes(&t.routes, app)?))
+}
+
+/// Creates or replaces `app`'s configuration and host claims. `Conflict` if another app claims
+/// one of its hosts. Returns the app and whether it was created.
+fn write_app(
+    t: &mut WriteTables<'_>,
+    app: &str,
+    config: &AppConfig,
+) -> StoreResult<(AppInfo, bool)> {
+    for host in &config.hosts {
+        let owner = t
+            .hosts
+            .get(host.as_str())
+            .map_err(db_err)?
+            .map(|g| g.value().to_string());
+        if let Some(owner) = owner
+            && owner != app
+        {
+            return Err(StoreError::Conflict(format!(
+                "host {host:?} is already claimed by app {owner:?}"
+            )));
+        }
+    }
+    let old = read_app(&t.apps, app)?;
+    let now = now_ms();
+    let info = AppInfo {
+        name: app.to_string(),
+        config: config.clone(),
+        // An update keeps the creation time; `max` keeps updated >= created even if the wall
+        // clock stepped back since.
+        created_at_ms: old.as_ref().map_or(now, |o| o.created_at_ms),
+        updated_at_ms: old.as_ref().map_or(now, |o| now.max(o.created_at_ms)),
+    };
+    let json = serde_json::to_string(&info)
+        .map_err(|e| StoreError::Internal(format!("encoding app {app:?}: {e}")))?;
+    t.apps.insert(app, json.as_str()).map_err(db_err)?;
+    // Replace the app's host claims wholesale: drop every claim it holds, then claim the
+    // configured set. The hosts table is small (a few rows per app).
+    t.hosts.retain(|_, owner| owner != app).map_err(db_err)?;
+    for host in &config.hosts {
+        t.hosts.insert(host.as_str(), app).map_err(db_err)?;
+    }
+    Ok((info, old.is_none()))
+}
+
+/// Saves the next version of a script with its imports, dropping history beyond
+/// `versions_max`. Returns it and whether it was created.
+fn write_script(
+    t: &mut WriteTables<'_>,
+    app: &str,
+    name: &str,
+    script: &ScriptWrite,
+) -> StoreResult<(ScriptInfo, bool)> {
+    let old = read_script(&t.scripts, &t.imports, app, name)?;
+    let version = match &old {
+        None => 1,
+        Some(o) => o.version.checked_add(1).ok_or_else(|| {
+            StoreError::Internal(format!("version counter overflow for {name:?}"))
+        })?,
+    };
+    let hash = picloud_core::content_hash(&script.source);
+    let now = now_ms();
+    t.scripts
+        .insert(
+            (app, name),
+            (script.kind.as_str(), version, hash.as_str(), now),
+        )
+        .map_err(db_err)?;
+    t.versions
+        .insert(
+            (app, name, version),
+            (now, hash.as_str(), script.source.as_str()),
+        )
+        .map_err(db_err)?;
+    let keep = u64::try_from(script.versions_max.max(1)).unwrap_or(u64::MAX);
+    if version > keep {
+        t.versions
+            .retain_in((app, name, 0)..=(app, name, version - keep), |_, _| false)
+            .map_err(db_err)?;
+    }
+    let next = successor(name);
+    t.imports
+        .retain_in((app, name, "")..(app, next.as_str(), ""), |_, _| false)
+        .map_err(db_err)?;
+    for module in &script.imports {
+        t.imports
+            .insert((app, name, module.as_str()), ())
+            .map_err(db_err)?;
+    }
+    let info = ScriptInfo {
+        name: name.to_string(),
+        kind: script.kind,
+        version,
+        hash,
+        updated_at_ms: now,
+        imports: script.imports.clone(),
+    };
+    Ok((info, old.is_none()))
+}
+
+/// Deletes a script, its history and its imports.
+fn remove_script(t: &mut WriteTables<'_>, app: &str, name: &str) -> StoreResult<()> {
+    t.scripts.remove((app, name)).map_err(db_err)?;
+    t.versions
+        .retain_in((app, name, 0)..=(app, name, u64::MAX), |_, _| false)
+        .map_err(db_err)?;
+    let next = successor(name);
+    t.imports
+        .retain_in((app, name, "")..(app, next.as_str(), ""), |_, _| false)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Replaces `app`'s route table (an empty table is stored as no entry).
+fn write_routes(t: &mut WriteTables<'_>, app: &str, routes: &[Route]) -> StoreResult<()> {
+    if routes.is_empty() {
+        t.routes.remove(app).map_err(db_err)?;
+    } else {
+        let json = serde_json::to_string(routes)
+            .map_err(|e| StoreError::Internal(format!("encoding routes: {e}")))?;
+        t.routes.insert(app, json.as_str()).map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// The smallest string greater than `s` (`s` followed by NUL): the exclusive upper bound of

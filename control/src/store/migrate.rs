@@ -30,11 +30,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. A test checks this matches the files in `migrations/`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial.sql",
-    sql: include_str!("../../../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial.sql",
+        sql: include_str!("../../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_script_imports.sql",
+        sql: include_str!("../../../migrations/0002_script_imports.sql"),
+    },
+];
 
 /// Key of the session-level advisory lock held while migrating: "picloud" in ASCII. Any other
 /// user of advisory locks in the same database should pick a different key.

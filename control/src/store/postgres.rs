@@ -24,6 +24,7 @@
 //! connects), listening for notifications (the sync daemon, `crate::sync`, on its own
 //! connection), or validation of names and route tables (callers).
 
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,8 +33,10 @@ use picloud_core::Limits;
 use picloud_core::model::{
     AppConfig, AppInfo, Method, Route, ScriptInfo, ScriptKind, ScriptVersionInfo,
 };
+use picloud_core::rules::AppState;
 use picloud_core::store::{
-    Delta, Script, Snapshot, SnapshotApp, Store, StoreError, StoreResult, Written,
+    Bundle, Delta, Deployed, Op, Script, ScriptWrite, Snapshot, SnapshotApp, Store, StoreError,
+    StoreResult, Written, app_state, check_rules, plan_deploy,
 };
 use postgres::error::SqlState;
 use postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
@@ -326,27 +329,73 @@ fn script_from_row(row: &Row) -> StoreResult<ScriptInfo> {
         version: to_u64(col(row, 2)?),
         hash: col(row, 3)?,
         updated_at_ms: to_u64(col(row, 4)?),
+        imports: Vec::new(),
     })
 }
 
-fn read_script(tx: &mut Transaction<'_>, app: &str, name: &str) -> StoreResult<Option<ScriptInfo>> {
-    tx.query_opt(
-        &format!("SELECT {SCRIPT_COLUMNS} FROM scripts WHERE app = $1 AND name = $2"),
-        &[&app, &name],
-    )
-    .map_err(pg_err)?
-    .map(|r| script_from_row(&r))
-    .transpose()
+/// Every import of `app`'s scripts: script → modules, sorted.
+fn read_app_imports(
+    tx: &mut Transaction<'_>,
+    app: &str,
+) -> StoreResult<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in tx
+        .query(
+            "SELECT script, module FROM script_imports WHERE app = $1 ORDER BY script, module",
+            &[&app],
+        )
+        .map_err(pg_err)?
+    {
+        out.entry(col(&row, 0)?).or_default().push(col(&row, 1)?);
+    }
+    Ok(out)
 }
 
-fn route_used(tx: &mut Transaction<'_>, app: &str, name: &str) -> StoreResult<bool> {
-    Ok(tx
+/// The current version of each of `app`'s scripts with its imports, sorted by name.
+fn list_app_scripts(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<ScriptInfo>> {
+    let mut imports = read_app_imports(tx, app)?;
+    tx.query(
+        &format!("SELECT {SCRIPT_COLUMNS} FROM scripts WHERE app = $1 ORDER BY name"),
+        &[&app],
+    )
+    .map_err(pg_err)?
+    .iter()
+    .map(|r| {
+        let mut info = script_from_row(r)?;
+        info.imports = imports.remove(&info.name).unwrap_or_default();
+        Ok(info)
+    })
+    .collect()
+}
+
+fn read_script(tx: &mut Transaction<'_>, app: &str, name: &str) -> StoreResult<Option<ScriptInfo>> {
+    let Some(row) = tx
         .query_opt(
-            "SELECT 1 FROM routes WHERE app = $1 AND script = $2 LIMIT 1",
+            &format!("SELECT {SCRIPT_COLUMNS} FROM scripts WHERE app = $1 AND name = $2"),
             &[&app, &name],
         )
         .map_err(pg_err)?
-        .is_some())
+    else {
+        return Ok(None);
+    };
+    let mut info = script_from_row(&row)?;
+    info.imports = read_script_imports(tx, app, name)?;
+    Ok(Some(info))
+}
+
+fn read_script_imports(
+    tx: &mut Transaction<'_>,
+    app: &str,
+    name: &str,
+) -> StoreResult<Vec<String>> {
+    tx.query(
+        "SELECT module FROM script_imports WHERE app = $1 AND script = $2 ORDER BY module",
+        &[&app, &name],
+    )
+    .map_err(pg_err)?
+    .iter()
+    .map(|r| col(r, 0))
+    .collect()
 }
 
 fn route_from_row(row: &Row) -> StoreResult<Route> {
@@ -371,7 +420,7 @@ fn load_apps(tx: &mut Transaction<'_>, since: Option<i64>) -> StoreResult<Vec<Sn
         )
         .map_err(pg_err)?;
     let mut apps = Vec::with_capacity(rows.len());
-    let mut index = std::collections::HashMap::with_capacity(rows.len());
+    let mut index = HashMap::with_capacity(rows.len());
     for row in &rows {
         let app = app_from_row(row)?;
         index.insert(app.name.clone(), apps.len());
@@ -395,11 +444,31 @@ fn load_apps(tx: &mut Transaction<'_>, since: Option<i64>) -> StoreResult<Vec<Sn
             &[&since],
         )
         .map_err(pg_err)?;
+    let imports = tx
+        .query(
+            "SELECT i.app, i.script, i.module
+               FROM script_imports i JOIN apps a ON a.name = i.app
+              WHERE a.revision > $1
+              ORDER BY i.app, i.script, i.module",
+            &[&since],
+        )
+        .map_err(pg_err)?;
+    let mut imports_of: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for row in &imports {
+        imports_of
+            .entry((col(row, 0)?, col(row, 1)?))
+            .or_default()
+            .push(col(row, 2)?);
+    }
     for row in &scripts {
         let app: &str = col(row, 6)?;
         let Some(&i) = index.get(app) else { continue };
+        let mut info = script_from_row(row)?;
+        info.imports = imports_of
+            .remove(&(app.to_string(), info.name.clone()))
+            .unwrap_or_default();
         apps[i].scripts.push(Script {
-            info: script_from_row(row)?,
+            info,
             source: col(row, 5)?,
         });
     }
@@ -418,6 +487,198 @@ fn load_apps(tx: &mut Transaction<'_>, since: Option<i64>) -> StoreResult<Vec<Sn
         apps[i].routes.push(route_from_row(row)?);
     }
     Ok(apps)
+}
+
+// --- write helpers, shared by the single-object writes and `deploy` --------------------------
+
+fn read_routes(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<Route>> {
+    tx.query(
+        "SELECT method, path, script FROM routes WHERE app = $1 ORDER BY position",
+        &[&app],
+    )
+    .map_err(pg_err)?
+    .iter()
+    .map(route_from_row)
+    .collect()
+}
+
+/// The rules' view of `app` (`NotFound` if it does not exist).
+fn read_app_state(tx: &mut Transaction<'_>, app: &str) -> StoreResult<AppState> {
+    require_app(tx, app)?;
+    let scripts = list_app_scripts(tx, app)?;
+    let routes = read_routes(tx, app)?;
+    Ok(app_state(&scripts, &routes))
+}
+
+/// Creates or replaces `app`'s configuration and host claims, stamped with revision `next`.
+/// `Conflict` if another app claims one of its hosts.
+fn write_app(
+    tx: &mut Transaction<'_>,
+    app: &str,
+    config: &AppConfig,
+    next: i64,
+) -> StoreResult<(AppInfo, bool)> {
+    let taken = tx
+        .query_opt(
+            "SELECT host, app FROM app_hosts WHERE host = ANY($1) AND app <> $2 LIMIT 1",
+            &[&config.hosts, &app],
+        )
+        .map_err(pg_err)?;
+    if let Some(row) = taken {
+        let host: &str = col(&row, 0)?;
+        let owner: &str = col(&row, 1)?;
+        return Err(StoreError::Conflict(format!(
+            "host {host:?} is already claimed by app {owner:?}"
+        )));
+    }
+    let old = read_app(tx, app)?;
+    let now = now_ms();
+    let info = AppInfo {
+        name: app.to_string(),
+        config: config.clone(),
+        created_at_ms: old.as_ref().map_or(now, |o| o.created_at_ms),
+        updated_at_ms: old.as_ref().map_or(now, |o| now.max(o.created_at_ms)),
+    };
+    let json = serde_json::to_string(&info.config)
+        .map_err(|e| StoreError::Internal(format!("encoding app {app:?}: {e}")))?;
+    tx.execute(
+        "INSERT INTO apps (name, config, created_at_ms, updated_at_ms, revision)
+         VALUES ($1, ($2::text)::jsonb, $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE
+            SET config = EXCLUDED.config,
+                updated_at_ms = EXCLUDED.updated_at_ms,
+                revision = EXCLUDED.revision",
+        &[
+            &app,
+            &json,
+            &to_i64(info.created_at_ms)?,
+            &to_i64(info.updated_at_ms)?,
+            &next,
+        ],
+    )
+    .map_err(pg_err)?;
+    tx.execute("DELETE FROM app_hosts WHERE app = $1", &[&app])
+        .map_err(pg_err)?;
+    for host in &config.hosts {
+        tx.execute(
+            "INSERT INTO app_hosts (host, app) VALUES ($1, $2)",
+            &[host, &app],
+        )
+        .map_err(pg_err)?;
+    }
+    Ok((info, old.is_none()))
+}
+
+/// Saves the next version of a script with its imports, dropping history beyond
+/// `versions_max`. Every module it imports must already be stored (foreign key).
+fn write_script(
+    tx: &mut Transaction<'_>,
+    app: &str,
+    name: &str,
+    script: &ScriptWrite,
+) -> StoreResult<(ScriptInfo, bool)> {
+    let written = write_script_row(tx, app, name, script)?;
+    write_script_imports(tx, app, name, &script.imports)?;
+    Ok(written)
+}
+
+/// The script row and its new version (not its imports).
+fn write_script_row(
+    tx: &mut Transaction<'_>,
+    app: &str,
+    name: &str,
+    script: &ScriptWrite,
+) -> StoreResult<(ScriptInfo, bool)> {
+    let old: Option<i64> = tx
+        .query_opt(
+            "SELECT version FROM scripts WHERE app = $1 AND name = $2",
+            &[&app, &name],
+        )
+        .map_err(pg_err)?
+        .map(|r| col(&r, 0))
+        .transpose()?;
+    let version = match old {
+        None => 1,
+        Some(v) => v.checked_add(1).ok_or_else(|| {
+            StoreError::Internal(format!("version counter overflow for {name:?}"))
+        })?,
+    };
+    let hash = picloud_core::content_hash(&script.source);
+    let now = now_ms();
+    let now_db = to_i64(now)?;
+    tx.execute(
+        "INSERT INTO scripts (app, name, kind, version, hash, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (app, name) DO UPDATE
+            SET kind = EXCLUDED.kind, version = EXCLUDED.version,
+                hash = EXCLUDED.hash, updated_at_ms = EXCLUDED.updated_at_ms",
+        &[&app, &name, &script.kind.as_str(), &version, &hash, &now_db],
+    )
+    .map_err(pg_err)?;
+    tx.execute(
+        "INSERT INTO script_versions (app, name, version, hash, source, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&app, &name, &version, &hash, &script.source, &now_db],
+    )
+    .map_err(pg_err)?;
+    let keep = i64::try_from(script.versions_max.max(1)).unwrap_or(i64::MAX);
+    tx.execute(
+        "DELETE FROM script_versions WHERE app = $1 AND name = $2 AND version <= $3",
+        &[&app, &name, &(version - keep)],
+    )
+    .map_err(pg_err)?;
+    let info = ScriptInfo {
+        name: name.to_string(),
+        kind: script.kind,
+        version: to_u64(version),
+        hash,
+        updated_at_ms: now,
+        imports: script.imports.clone(),
+    };
+    Ok((info, old.is_none()))
+}
+
+/// Replaces the imports recorded for a script.
+fn write_script_imports(
+    tx: &mut Transaction<'_>,
+    app: &str,
+    name: &str,
+    imports: &[String],
+) -> StoreResult<()> {
+    tx.execute(
+        "DELETE FROM script_imports WHERE app = $1 AND script = $2",
+        &[&app, &name],
+    )
+    .map_err(pg_err)?;
+    for module in imports {
+        tx.execute(
+            "INSERT INTO script_imports (app, script, module) VALUES ($1, $2, $3)",
+            &[&app, &name, module],
+        )
+        .map_err(pg_err)?;
+    }
+    Ok(())
+}
+
+/// Inserts `routes` in order (the caller deleted the old table).
+fn insert_routes(tx: &mut Transaction<'_>, app: &str, routes: &[Route]) -> StoreResult<()> {
+    for (position, route) in routes.iter().enumerate() {
+        let position =
+            i32::try_from(position).map_err(|_| StoreError::Invalid("too many routes".into()))?;
+        tx.execute(
+            "INSERT INTO routes (app, position, method, path, script)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &app,
+                &position,
+                &route.method.as_str(),
+                &route.path,
+                &route.script,
+            ],
+        )
+        .map_err(pg_err)?;
+    }
+    Ok(())
 }
 
 impl Store for PgStore {
@@ -480,57 +741,8 @@ impl Store for PgStore {
     }
 
     fn put_app(&self, app: &str, config: &AppConfig) -> StoreResult<Written<AppInfo>> {
-        let ((value, created), revision) = self.write(|tx, next| {
-            let taken = tx
-                .query_opt(
-                    "SELECT host, app FROM app_hosts WHERE host = ANY($1) AND app <> $2 LIMIT 1",
-                    &[&config.hosts, &app],
-                )
-                .map_err(pg_err)?;
-            if let Some(row) = taken {
-                let host: &str = col(&row, 0)?;
-                let owner: &str = col(&row, 1)?;
-                return Err(StoreError::Conflict(format!(
-                    "host {host:?} is already claimed by app {owner:?}"
-                )));
-            }
-            let old = read_app(tx, app)?;
-            let now = now_ms();
-            let info = AppInfo {
-                name: app.to_string(),
-                config: config.clone(),
-                created_at_ms: old.as_ref().map_or(now, |o| o.created_at_ms),
-                updated_at_ms: old.as_ref().map_or(now, |o| now.max(o.created_at_ms)),
-            };
-            let json = serde_json::to_string(&info.config)
-                .map_err(|e| StoreError::Internal(format!("encoding app {app:?}: {e}")))?;
-            tx.execute(
-                "INSERT INTO apps (name, config, created_at_ms, updated_at_ms, revision)
-                 VALUES ($1, ($2::text)::jsonb, $3, $4, $5)
-                 ON CONFLICT (name) DO UPDATE
-                    SET config = EXCLUDED.config,
-                        updated_at_ms = EXCLUDED.updated_at_ms,
-                        revision = EXCLUDED.revision",
-                &[
-                    &app,
-                    &json,
-                    &to_i64(info.created_at_ms)?,
-                    &to_i64(info.updated_at_ms)?,
-                    &next,
-                ],
-            )
-            .map_err(pg_err)?;
-            tx.execute("DELETE FROM app_hosts WHERE app = $1", &[&app])
-                .map_err(pg_err)?;
-            for host in &config.hosts {
-                tx.execute(
-                    "INSERT INTO app_hosts (host, app) VALUES ($1, $2)",
-                    &[host, &app],
-                )
-                .map_err(pg_err)?;
-            }
-            Ok(changed((info, old.is_none()), app))
-        })?;
+        let ((value, created), revision) =
+            self.write(|tx, next| Ok(changed(write_app(tx, app, config, next)?, app)))?;
         Ok(Written {
             value,
             created,
@@ -553,60 +765,93 @@ impl Store for PgStore {
         Ok(deleted)
     }
 
-    fn put_script(
+    fn save_script(
         &self,
         app: &str,
         name: &str,
-        kind: ScriptKind,
-        source: &str,
+        script: &ScriptWrite,
     ) -> StoreResult<Written<ScriptInfo>> {
         let ((value, created), revision) = self.write(|tx, next| {
-            require_app(tx, app)?;
-            if kind == ScriptKind::Module && route_used(tx, app, name)? {
-                return Err(StoreError::Conflict(format!(
-                    "script {name:?} is used by a route of app {app:?}; it cannot become a module"
-                )));
-            }
-            let old = read_script(tx, app, name)?;
-            let version = match &old {
-                None => 1,
-                Some(o) => o.version.checked_add(1).ok_or_else(|| {
-                    StoreError::Internal(format!("version counter overflow for {name:?}"))
-                })?,
-            };
-            let hash = picloud_core::content_hash(source);
-            let now = now_ms();
-            let (version_db, now_db) = (to_i64(version)?, to_i64(now)?);
-            tx.execute(
-                "INSERT INTO scripts (app, name, kind, version, hash, updated_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (app, name) DO UPDATE
-                    SET kind = EXCLUDED.kind, version = EXCLUDED.version,
-                        hash = EXCLUDED.hash, updated_at_ms = EXCLUDED.updated_at_ms",
-                &[&app, &name, &kind.as_str(), &version_db, &hash, &now_db],
-            )
-            .map_err(pg_err)?;
-            tx.execute(
-                "INSERT INTO script_versions (app, name, version, hash, source, created_at_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&app, &name, &version_db, &hash, &source, &now_db],
-            )
-            .map_err(pg_err)?;
+            let mut state = read_app_state(tx, app)?;
+            state
+                .scripts
+                .insert(name.to_string(), (script.kind, script.imports.clone()));
+            check_rules(&state, Op::SaveScript(name))?;
+            let written = write_script(tx, app, name, script)?;
             touch_app(tx, app, next)?;
-            let info = ScriptInfo {
-                name: name.to_string(),
-                kind,
-                version,
-                hash,
-                updated_at_ms: now,
-            };
-            Ok(changed((info, old.is_none()), app))
+            Ok(changed(written, app))
         })?;
         Ok(Written {
             value,
             created,
             revision,
         })
+    }
+
+    fn dependents(&self, app: &str, name: &str) -> StoreResult<Vec<String>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            tx.query(
+                "SELECT script FROM script_imports WHERE app = $1 AND module = $2 ORDER BY script",
+                &[&app, &name],
+            )
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| col(r, 0))
+            .collect()
+        })
+    }
+
+    fn deploy(&self, app: &str, bundle: &Bundle) -> StoreResult<Deployed> {
+        let (report, revision) = self.write(|tx, next| {
+            let plan = match read_app(tx, app)? {
+                Some(info) => {
+                    let scripts = list_app_scripts(tx, app)?;
+                    let routes = read_routes(tx, app)?;
+                    plan_deploy(Some((&info.config, &scripts, &routes)), bundle)?
+                }
+                None => plan_deploy(None, bundle)?,
+            };
+            if !plan.changes_anything() {
+                return Ok(Outcome::Unchanged(plan.report));
+            }
+            if let Some(config) = &plan.config {
+                write_app(tx, app, config, next)?;
+            }
+            // Routes first (they may stop naming a script about to be deleted), then deletes
+            // (before writes: a deleted module may be re-imported by nothing), then writes
+            // ordered so that every module exists before a script importing it is stored.
+            if plan.routes.is_some() {
+                tx.execute("DELETE FROM routes WHERE app = $1", &[&app])
+                    .map_err(pg_err)?;
+            }
+            for name in &plan.deletes {
+                tx.execute(
+                    "DELETE FROM script_imports WHERE app = $1 AND script = $2",
+                    &[&app, name],
+                )
+                .map_err(pg_err)?;
+            }
+            for name in &plan.deletes {
+                tx.execute(
+                    "DELETE FROM scripts WHERE app = $1 AND name = $2",
+                    &[&app, name],
+                )
+                .map_err(pg_err)?;
+            }
+            for (name, script) in &plan.writes {
+                write_script_row(tx, app, name, script)?;
+            }
+            for (name, script) in &plan.writes {
+                write_script_imports(tx, app, name, &script.imports)?;
+            }
+            if let Some(routes) = &plan.routes {
+                insert_routes(tx, app, routes)?;
+            }
+            touch_app(tx, app, next)?;
+            Ok(changed(plan.report, app))
+        })?;
+        Ok(Deployed { revision, ..report })
     }
 
     fn get_script(&self, app: &str, name: &str) -> StoreResult<Option<Script>> {
@@ -620,27 +865,20 @@ impl Store for PgStore {
                     &[&app, &name],
                 )
                 .map_err(pg_err)?;
-            row.map(|r| {
-                Ok(Script {
-                    info: script_from_row(&r)?,
-                    source: col(&r, 5)?,
-                })
-            })
-            .transpose()
+            let Some(r) = row else { return Ok(None) };
+            let mut info = script_from_row(&r)?;
+            info.imports = read_script_imports(tx, app, name)?;
+            Ok(Some(Script {
+                info,
+                source: col(&r, 5)?,
+            }))
         })
     }
 
     fn list_scripts(&self, app: &str) -> StoreResult<Vec<ScriptInfo>> {
         self.read(|tx| {
             require_app(tx, app)?;
-            tx.query(
-                &format!("SELECT {SCRIPT_COLUMNS} FROM scripts WHERE app = $1 ORDER BY name"),
-                &[&app],
-            )
-            .map_err(pg_err)?
-            .iter()
-            .map(script_from_row)
-            .collect()
+            list_app_scripts(tx, app)
         })
     }
 
@@ -691,16 +929,12 @@ impl Store for PgStore {
 
     fn delete_script(&self, app: &str, name: &str) -> StoreResult<bool> {
         let (deleted, _) = self.write(|tx, next| {
-            require_app(tx, app)?;
-            if read_script(tx, app, name)?.is_none() {
+            let mut state = read_app_state(tx, app)?;
+            if state.scripts.remove(name).is_none() {
                 return Ok(Outcome::Unchanged(false));
             }
-            if route_used(tx, app, name)? {
-                return Err(StoreError::Conflict(format!(
-                    "script {name:?} is used by a route of app {app:?}"
-                )));
-            }
-            // Its history goes with it (ON DELETE CASCADE).
+            check_rules(&state, Op::DeleteScript)?;
+            // Its history and its own imports go with it (ON DELETE CASCADE).
             tx.execute(
                 "DELETE FROM scripts WHERE app = $1 AND name = $2",
                 &[&app, &name],
@@ -714,46 +948,12 @@ impl Store for PgStore {
 
     fn put_routes(&self, app: &str, routes: &[Route]) -> StoreResult<u64> {
         let ((), revision) = self.write(|tx, next| {
-            require_app(tx, app)?;
-            for route in routes {
-                match read_script(tx, app, &route.script)? {
-                    None => {
-                        return Err(StoreError::Invalid(format!(
-                            "route {} {} names script {:?}, which app {app:?} does not have",
-                            route.method.as_str(),
-                            route.path,
-                            route.script
-                        )));
-                    }
-                    Some(s) if s.kind != ScriptKind::Endpoint => {
-                        return Err(StoreError::Invalid(format!(
-                            "route {} {} names script {:?}, which is a module, not an endpoint",
-                            route.method.as_str(),
-                            route.path,
-                            route.script
-                        )));
-                    }
-                    Some(_) => {}
-                }
-            }
+            let mut state = read_app_state(tx, app)?;
+            state.routes = routes.to_vec();
+            check_rules(&state, Op::PutRoutes)?;
             tx.execute("DELETE FROM routes WHERE app = $1", &[&app])
                 .map_err(pg_err)?;
-            for (position, route) in routes.iter().enumerate() {
-                let position = i32::try_from(position)
-                    .map_err(|_| StoreError::Invalid("too many routes".into()))?;
-                tx.execute(
-                    "INSERT INTO routes (app, position, method, path, script)
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        &app,
-                        &position,
-                        &route.method.as_str(),
-                        &route.path,
-                        &route.script,
-                    ],
-                )
-                .map_err(pg_err)?;
-            }
+            insert_routes(tx, app, routes)?;
             touch_app(tx, app, next)?;
             Ok(changed((), app))
         })?;

@@ -3,8 +3,9 @@
 //!
 //! Owns: configuration ([`config`]), the stores ([`store`]), admin tokens ([`auth`]), the
 //! admin API ([`admin`]), catalog publishing ([`publish`]), the
-//! PostgreSQL sync daemon ([`sync`]), assembling a node ([`node`]) and
-//! the `check` subcommand ([`check`]).
+//! PostgreSQL sync daemon ([`sync`]), assembling a node ([`node`]),
+//! the `check` subcommand ([`check`]) and the `deploy` subcommand, a client of the admin API
+//! ([`deploy`]).
 //! Does not own: the data plane (picloud-worker) or the vocabulary (picloud-core). It never runs
 //! a script on a request of its own.
 
@@ -12,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod check;
 pub mod config;
+pub mod deploy;
 pub mod node;
 pub mod publish;
 pub mod store;

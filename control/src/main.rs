@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use picloud_control::{check, config, node, store};
+use picloud_control::{check, config, deploy, node, store};
 
 const USAGE: &str = "\
 usage: picloud <command> [options]
@@ -15,6 +15,8 @@ commands:
   serve             run a node: public HTTP, admin API (flags below, or PICLOUD_* variables)
   migrate           apply pending PostgreSQL migrations (PICLOUD_DATABASE_URL; serve does it too)
   check FILE.rhai   compile a script under the production engine settings
+  deploy DIR        push an app folder (picloud.toml + *.rhai) to a node in one atomic call
+                    [--prune] [--url URL] [--token TOKEN]; PICLOUD_URL, PICLOUD_TOKEN
   help              show this help
 
 run `picloud serve --help` for every option and its variable.";
@@ -52,7 +54,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        "deploy" | "logs" => {
+        "deploy" => deploy::run(rest, &|k| std::env::var(k).ok()),
+        "logs" => {
             eprintln!(
                 "picloud: `{command}` is not available in this build yet (see README, roadmap)"
             );

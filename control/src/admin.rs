@@ -1,8 +1,8 @@
 //! The admin API (`/v1/...` on the admin address): apps, scripts, routes, health, metrics.
 //!
 //! Owns: the admin routes of API.md, bearer-token auth on every route but `GET /v1/health`,
-//! input validation (names, JSON shapes, script compilation → 422 with line and column, route
-//! tables → 409 when ambiguous), the JSON shapes of answers and of admin errors
+//! input validation (names, JSON shapes, script compilation, module shape and imports → 422
+//! with line and column, route tables → 409 when ambiguous), atomic deploys of a bundle, the JSON shapes of answers and of admin errors
 //! (`{"error":{"code","message"}}`), and publishing a new catalog after every change.
 //!
 //! Does not own: storage rules (the [`Store`]), the HTTP framing (the worker's front end, which
@@ -12,12 +12,14 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use picloud_core::model::{validate_app_name, validate_script_name};
+use picloud_core::model::{validate_app_name, validate_module_name, validate_script_name};
+use picloud_core::rules::{self, Violation};
+use picloud_core::store::{app_state, plan_deploy};
 use picloud_core::{
-    AppConfig, AppInfo, ErrorCode, Limits, Route, RouteTable, ScriptInfo, ScriptKind,
-    ScriptVersionInfo, Store, StoreError,
+    AppConfig, AppInfo, Bundle, ErrorCode, Limits, Route, RouteTable, ScriptInfo, ScriptKind,
+    ScriptVersionInfo, ScriptWrite, Store, StoreError,
 };
-use picloud_worker::engine::AstCache;
+use picloud_worker::engine::{Analysis, AstCache, CompileError, analyze};
 use picloud_worker::http::{Request, Response};
 use serde_json::{Value, json};
 
@@ -217,6 +219,7 @@ impl Admin {
                 changed(self.rollback(app, name, &req.body))
             }
             ("GET", ["v1", "apps", app, "routes"]) => self.get_routes(app),
+            ("POST", ["v1", "apps", app, "deploy"]) => changed(self.deploy(app, &req.body)),
             ("PUT", ["v1", "apps", app, "routes"]) => changed(self.put_routes(app, &req.body)),
             _ => Err(AdminError::not_found(format!(
                 "no admin route {method} {}",
@@ -310,24 +313,49 @@ impl Admin {
         }
     }
 
-    /// Compiles `source` under the production engine settings, warming the shared AST cache so
-    /// the first request does not compile. A compile error is a 422 with line and column.
-    fn compile(&self, source: &str) -> Result<(), AdminError> {
-        self.ast_cache
-            .warm(&picloud_core::content_hash(source), source)
-            .map_err(|e| {
-                let mut err = AdminError::new(ErrorCode::CompileError, e.message.clone());
-                err.extra = vec![
-                    ("line", Value::from(e.line)),
-                    ("column", Value::from(e.column)),
-                ];
-                err
-            })
+    /// Compiles `source` under the production engine settings (warming the shared AST cache,
+    /// so the first request does not compile) and reads its imports; a module's name and shape
+    /// are checked too. Failures are 422 `compile_error` with line and column (400 for a bad
+    /// module name).
+    fn prepare(
+        &self,
+        name: &str,
+        kind: ScriptKind,
+        source: &str,
+    ) -> Result<(ScriptWrite, Analysis), AdminError> {
+        if kind == ScriptKind::Module {
+            validate_module_name(name).map_err(AdminError::invalid)?;
+        }
+        let ast = self
+            .ast_cache
+            .get_or_compile(&picloud_core::content_hash(source), source)
+            .map_err(|e| compile_error(&e))?;
+        let analysis = analyze(&ast, kind).map_err(|e| compile_error(&e))?;
+        let write = ScriptWrite {
+            kind,
+            source: source.to_string(),
+            imports: analysis.imports.clone(),
+            versions_max: self.limits.script_versions_max,
+        };
+        Ok((write, analysis))
     }
 
     fn save_script(&self, app: &str, name: &str, kind: ScriptKind, source: &str) -> AdminResult {
-        self.compile(source)?;
-        let written = self.store.put_script(app, name, kind, source)?;
+        let (write, analysis) = self.prepare(name, kind, source)?;
+        // The store checks the import graph too (inside its transaction); checking here first
+        // turns a bad import of this script into a 422 pointing at the import.
+        if self.store.get_app(app)?.is_some() {
+            let mut state = app_state(&self.store.list_scripts(app)?, &self.store.get_routes(app)?);
+            state
+                .scripts
+                .insert(name.to_string(), (write.kind, write.imports.clone()));
+            if let Err(v) = rules::check(&state)
+                && let Some(e) = import_error(&v, &[(name, &analysis)])
+            {
+                return Err(e);
+            }
+        }
+        let written = self.store.save_script(app, name, &write)?;
         let s = &written.value;
         Ok(json_response(
             if written.created { 201 } else { 200 },
@@ -336,7 +364,7 @@ impl Admin {
                 "kind": s.kind.as_str(),
                 "version": s.version,
                 "hash": s.hash,
-                "imports": [],
+                "imports": s.imports,
             }),
         ))
     }
@@ -367,6 +395,13 @@ impl Admin {
     }
 
     fn delete_script(&self, app: &str, name: &str) -> AdminResult {
+        let importers = self.store.dependents(app, name)?;
+        if !importers.is_empty() {
+            return Err(AdminError::new(
+                ErrorCode::Conflict,
+                format!("module {name:?} is imported by {}", importers.join(", ")),
+            ));
+        }
         if self.store.delete_script(app, name)? {
             Ok(no_content())
         } else {
@@ -419,15 +454,176 @@ impl Admin {
     fn put_routes(&self, app: &str, body: &[u8]) -> AdminResult {
         let routes: Vec<Route> = serde_json::from_slice(body)
             .map_err(|e| AdminError::invalid(format!("routes body: {e}")))?;
-        RouteTable::compile(&routes).map_err(|e| match e {
-            picloud_core::catalog::RouteError::Invalid(m) => AdminError::invalid(m),
-            picloud_core::catalog::RouteError::Conflict(m) => {
-                AdminError::new(ErrorCode::Conflict, m)
-            }
-        })?;
+        RouteTable::compile(&routes).map_err(route_error)?;
         self.store.put_routes(app, &routes)?;
         Ok(json_response(200, &json!(routes)))
     }
+
+    /// `POST /v1/apps/APP/deploy`: scripts, routes and configuration as one change. Every
+    /// script is compiled and analysed, the routes compiled and the rules checked on the state
+    /// after the whole bundle before anything is written; the store then applies it in one
+    /// transaction (one revision), or nothing at all.
+    fn deploy(&self, app: &str, body: &[u8]) -> AdminResult {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            #[serde(default)]
+            app: Option<AppConfig>,
+            #[serde(default)]
+            scripts: std::collections::BTreeMap<String, BodyScript>,
+            #[serde(default)]
+            routes: Option<Vec<Route>>,
+            #[serde(default)]
+            prune: bool,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct BodyScript {
+            #[serde(default)]
+            kind: ScriptKind,
+            source: String,
+        }
+        validate_app_name(app).map_err(AdminError::invalid)?;
+        let body: Body = serde_json::from_slice(body)
+            .map_err(|e| AdminError::invalid(format!("deploy body: {e}")))?;
+        let config = body
+            .app
+            .map(|c| c.normalize().map_err(AdminError::invalid))
+            .transpose()?;
+        let mut scripts = Vec::with_capacity(body.scripts.len());
+        let mut analyses = Vec::with_capacity(body.scripts.len());
+        for (name, script) in &body.scripts {
+            let with_name = |mut e: AdminError| {
+                e.extra.insert(0, ("script", Value::from(name.as_str())));
+                e
+            };
+            validate_script_name(name)
+                .map_err(AdminError::invalid)
+                .map_err(with_name)?;
+            if script.source.len() > self.limits.source_bytes_max {
+                return Err(with_name(AdminError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "script {name:?} is over {} bytes",
+                        self.limits.source_bytes_max
+                    ),
+                )));
+            }
+            let (write, analysis) = self
+                .prepare(name, script.kind, &script.source)
+                .map_err(with_name)?;
+            scripts.push((name.clone(), write));
+            analyses.push((name.as_str(), analysis));
+        }
+        if let Some(routes) = &body.routes {
+            RouteTable::compile(routes).map_err(route_error)?;
+        }
+        let bundle = Bundle {
+            config,
+            scripts,
+            routes: body.routes,
+            prune: body.prune,
+        };
+        // Import errors as 422 at the import, before the store's own (transactional) check.
+        let current = self.store.get_app(app)?;
+        let (scripts_now, routes_now) = match &current {
+            Some(_) => (self.store.list_scripts(app)?, self.store.get_routes(app)?),
+            None => (Vec::new(), Vec::new()),
+        };
+        let current = current
+            .as_ref()
+            .map(|a| (&a.config, scripts_now.as_slice(), routes_now.as_slice()));
+        if let Err(StoreError::Invalid(_)) = plan_deploy(current, &bundle) {
+            let mut state = app_state(&scripts_now, &routes_now);
+            for (name, w) in &bundle.scripts {
+                state
+                    .scripts
+                    .insert(name.clone(), (w.kind, w.imports.clone()));
+            }
+            if bundle.prune {
+                state
+                    .scripts
+                    .retain(|n, _| bundle.scripts.iter().any(|(b, _)| b == n));
+            }
+            if let Some(r) = &bundle.routes {
+                state.routes = r.clone();
+            }
+            if let Err(v) = rules::check(&state)
+                && let Some(e) = import_error(
+                    &v,
+                    &analyses.iter().map(|(n, a)| (*n, a)).collect::<Vec<_>>(),
+                )
+            {
+                return Err(e);
+            }
+        }
+        let done = self.store.deploy(app, &bundle)?;
+        Ok(json_response(
+            200,
+            &json!({
+                "app": app,
+                "app_created": done.app_created,
+                "revision": done.revision,
+                "scripts": {
+                    "created": done.created,
+                    "updated": done.updated,
+                    "unchanged": done.unchanged,
+                    "deleted": done.deleted,
+                },
+                "routes_changed": done.routes_changed,
+                "config_changed": done.config_changed,
+            }),
+        ))
+    }
+}
+
+/// A compile or analysis failure as the admin API's 422.
+fn compile_error(e: &CompileError) -> AdminError {
+    let mut err = AdminError::new(ErrorCode::CompileError, e.message.clone());
+    err.extra = vec![
+        ("line", Value::from(e.line)),
+        ("column", Value::from(e.column)),
+    ];
+    err
+}
+
+fn route_error(e: picloud_core::catalog::RouteError) -> AdminError {
+    match e {
+        picloud_core::catalog::RouteError::Invalid(m) => AdminError::invalid(m),
+        picloud_core::catalog::RouteError::Conflict(m) => AdminError::new(ErrorCode::Conflict, m),
+    }
+}
+
+/// A rule violation that is the fault of an import in one of `scripts` (being saved), as a 422
+/// `compile_error` at that import, naming the script and, for cycles and deep chains, the
+/// chain. `None` for violations that are not an import's fault (those are the store's 409s).
+fn import_error(v: &Violation, scripts: &[(&str, &Analysis)]) -> Option<AdminError> {
+    // (importing script, imported module) to point at.
+    let culprit = match v {
+        Violation::ImportOfMissing { script, module }
+        | Violation::ImportOfEndpoint { script, module } => {
+            Some((script.as_str(), module.as_str()))
+        }
+        Violation::Cycle(chain) | Violation::TooDeep(chain) => chain
+            .windows(2)
+            .find(|w| scripts.iter().any(|(n, _)| *n == w[0]))
+            .or_else(|| chain.windows(2).next())
+            .map(|w| (w[0].as_str(), w[1].as_str())),
+        _ => None,
+    }?;
+    let (script, analysis) = scripts.iter().find(|(n, _)| *n == culprit.0)?;
+    let (line, column) = analysis
+        .import_positions
+        .iter()
+        .find(|(m, _, _)| m == culprit.1)
+        .map_or((0, 0), |(_, l, c)| (*l, *c));
+    let mut err = AdminError::new(ErrorCode::CompileError, v.to_string());
+    err.extra = vec![
+        ("script", Value::from(*script)),
+        ("line", Value::from(line)),
+        ("column", Value::from(column)),
+    ];
+    Some(err)
 }
 
 /// The last value of a query parameter, percent-decoded.

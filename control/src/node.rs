@@ -204,6 +204,11 @@ impl Node {
         self.pool.ast_cache().compiles()
     }
 
+    /// Modules evaluated by the shared module cache since start (cache misses).
+    pub fn module_evaluations(&self) -> u64 {
+        self.pool.module_cache().evaluations()
+    }
+
     /// Drains and stops: no new connections, in-flight requests finish (bounded by
     /// `drain_timeout_ms`), then the control thread and the engine threads are joined.
     pub fn shutdown(self) {
@@ -224,11 +229,12 @@ impl Node {
     }
 }
 
-/// The admin front end's limits: scripts arrive as bodies, so its body limit is the script
-/// source limit (plus slack for JSON bodies), independent of the public body limit.
+/// The admin front end's limits: scripts and deploy bundles arrive as bodies, so its body
+/// limit is the larger of the script source and deploy bundle limits (plus slack for JSON),
+/// independent of the public body limit.
 fn admin_limits(limits: &Limits) -> Limits {
     Limits {
-        body_bytes_max: limits.source_bytes_max.max(limits.body_bytes_max) + 64 * 1024,
+        body_bytes_max: limits.source_bytes_max.max(limits.deploy_bytes_max) + 64 * 1024,
         connections_max: 256,
         ..limits.clone()
     }

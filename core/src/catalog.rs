@@ -29,6 +29,29 @@ pub struct CatalogScript {
     pub hash: String,
     /// The source, shared (compiled on first use if the AST cache does not hold it).
     pub source: Arc<str>,
+    /// The modules it imports, sorted.
+    pub imports: Vec<String>,
+    /// A hash of this script's content and, recursively, of every module it imports: two
+    /// catalogs give a module the same fingerprint exactly when it and everything below it are
+    /// the same versions. The key of the evaluated-module cache (with app and name), so a
+    /// module change reaches every importer at once and nothing else is re-evaluated.
+    pub fingerprint: String,
+}
+
+impl CatalogScript {
+    /// Version 1 of a script that imports nothing (tests, benches, tools).
+    pub fn new(name: &str, kind: ScriptKind, source: &str) -> CatalogScript {
+        let hash = crate::content_hash(source);
+        CatalogScript {
+            name: name.to_string(),
+            kind,
+            version: 1,
+            fingerprint: hash.clone(),
+            hash,
+            source: Arc::from(source),
+            imports: Vec::new(),
+        }
+    }
 }
 
 /// One app as served.
@@ -269,6 +292,49 @@ pub enum Resolution<'c> {
     MethodNotAllowed(String),
 }
 
+/// Every script's [`CatalogScript::fingerprint`]: its hash and, in import order, each imported
+/// module's name and fingerprint, hashed. Memoised over the import graph (acyclic and at most
+/// [`crate::rules::IMPORT_DEPTH_MAX`] deep, by the store's rules; a cycle or a missing module
+/// that slipped in anyway just ends the recursion, and the run-time resolver reports it).
+fn fingerprints(scripts: &[crate::store::Script]) -> HashMap<String, String> {
+    fn visit<'s>(
+        name: &'s str,
+        by_name: &HashMap<&'s str, &'s crate::store::Script>,
+        memo: &mut HashMap<String, String>,
+        depth: usize,
+    ) -> String {
+        if let Some(fp) = memo.get(name) {
+            return fp.clone();
+        }
+        let Some(script) = by_name.get(name) else {
+            return String::new();
+        };
+        let mut material = script.info.hash.clone();
+        for module in &script.info.imports {
+            let below = if depth > 2 * crate::rules::IMPORT_DEPTH_MAX {
+                String::new()
+            } else {
+                visit(module, by_name, memo, depth + 1)
+            };
+            material.push_str(&format!(";{module}={below}"));
+        }
+        let fp = if script.info.imports.is_empty() {
+            script.info.hash.clone()
+        } else {
+            crate::content_hash(&material)
+        };
+        memo.insert(name.to_string(), fp.clone());
+        fp
+    }
+    let by_name: HashMap<&str, &crate::store::Script> =
+        scripts.iter().map(|s| (s.info.name.as_str(), s)).collect();
+    let mut memo = HashMap::new();
+    for s in scripts {
+        visit(&s.info.name, &by_name, &mut memo, 0);
+    }
+    memo
+}
+
 impl Catalog {
     /// Builds a catalog from a store snapshot. A route table that no longer compiles, or a
     /// route naming a missing script, cannot be served: it is left out and described in the
@@ -280,6 +346,7 @@ impl Catalog {
             ..Catalog::default()
         };
         for sa in &snapshot.apps {
+            let fingerprints = fingerprints(&sa.scripts);
             let scripts: HashMap<String, Arc<CatalogScript>> = sa
                 .scripts
                 .iter()
@@ -290,6 +357,11 @@ impl Catalog {
                         version: s.info.version,
                         hash: s.info.hash.clone(),
                         source: Arc::from(s.source.as_str()),
+                        imports: s.info.imports.clone(),
+                        fingerprint: fingerprints
+                            .get(&s.info.name)
+                            .cloned()
+                            .unwrap_or_else(|| s.info.hash.clone()),
                     };
                     (cs.name.clone(), Arc::new(cs))
                 })

@@ -21,7 +21,10 @@ pub use catalog::{Catalog, CatalogApp, CatalogScript, Resolution, RouteTable};
 pub use error::{ErrorCode, Fault, LimitKind};
 pub use limits::{LimitOverrides, Limits};
 pub use model::{AppConfig, AppInfo, Method, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
-pub use store::{Delta, Script, Snapshot, SnapshotApp, Store, StoreError, StoreResult, Written};
+pub use store::{
+    Bundle, Delta, Deployed, Script, ScriptWrite, Snapshot, SnapshotApp, Store, StoreError,
+    StoreResult, Written,
+};
 
 /// Content hash of a script source: lower-case hex SHA-256. Compiled ASTs are cached by it, so
 /// two versions with the same source share one compiled AST.

@@ -73,6 +73,9 @@ pub struct Limits {
     pub modules_max: usize,
     /// Largest script source accepted by the admin API.
     pub source_bytes_max: usize,
+    /// Largest deploy bundle (`POST /v1/apps/APP/deploy`, all scripts together) the admin API
+    /// reads; larger → 413.
+    pub deploy_bytes_max: usize,
 }
 
 const KIB: usize = 1024;
@@ -107,6 +110,7 @@ impl Default for Limits {
             map_len_max: 100_000,
             modules_max: 32,
             source_bytes_max: MIB,
+            deploy_bytes_max: 8 * MIB,
         }
     }
 }

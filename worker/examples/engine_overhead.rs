@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind, content_hash};
+use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind};
 use picloud_worker::engine::{
     ENGINE_STACK_BYTES, InlineRunner, Job, Pool, PoolConfig, ReplyChannel, ScriptRequest,
 };
@@ -34,13 +34,7 @@ fn app(limits: &Limits) -> Arc<CatalogApp> {
 }
 
 fn script(source: &str) -> Arc<CatalogScript> {
-    Arc::new(CatalogScript {
-        name: "main".into(),
-        kind: ScriptKind::Endpoint,
-        version: 1,
-        hash: content_hash(source),
-        source: Arc::from(source),
-    })
+    Arc::new(CatalogScript::new("main", ScriptKind::Endpoint, source))
 }
 
 fn request(i: usize) -> ScriptRequest {

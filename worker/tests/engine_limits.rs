@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind, content_hash};
+use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind};
 use picloud_worker::engine::{Job, Pool, PoolConfig, ReplyChannel, ScriptRequest};
 use picloud_worker::http::Response;
 
@@ -23,13 +23,7 @@ fn job(source: &str, limits: Limits, replies: &ReplyChannel) -> Job {
             scripts: HashMap::new(),
             routes: RouteTable::default(),
         }),
-        script: Arc::new(CatalogScript {
-            name: "main".into(),
-            kind: ScriptKind::Endpoint,
-            version: 1,
-            hash: content_hash(source),
-            source: Arc::from(source),
-        }),
+        script: Arc::new(CatalogScript::new("main", ScriptKind::Endpoint, source)),
         request: ScriptRequest {
             id: "req-1".into(),
             method: "GET".into(),

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind, content_hash};
+use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind};
 use picloud_worker::engine::{Job, Pool, ReplyChannel, ScriptRequest};
 use picloud_worker::http::Response;
 
@@ -157,13 +157,7 @@ fn app_limits(overrides: &[(String, u64)]) -> Limits {
 /// Runs one script for one request through the pool and waits (on this plain thread) for the
 /// reply.
 fn run(pool: &Pool, source: &str, case: &Case) -> Response {
-    let script = Arc::new(CatalogScript {
-        name: "main".into(),
-        kind: ScriptKind::Endpoint,
-        version: 1,
-        hash: content_hash(source),
-        source: Arc::from(source),
-    });
+    let script = Arc::new(CatalogScript::new("main", ScriptKind::Endpoint, source));
     let app = Arc::new(CatalogApp {
         name: "app".into(),
         debug: case.debug,

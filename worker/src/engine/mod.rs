@@ -3,12 +3,14 @@
 //! Owns: the pinned engine threads and their bounded job queue ([`Pool`], [`Job`]), the sandbox
 //! every `rhai::Engine` is built with and the per-invocation budget (`sandbox.rs`), the
 //! process's counting global allocator behind the heap cap ([`CountingAlloc`]), the shared AST
-//! cache and save-time compile checks ([`AstCache`], [`compile_check`]), the script contract of
+//! cache and save-time compile checks ([`AstCache`], [`compile_check`]), modules (`import`
+//! resolution within the app, save-time [`analyze`], the evaluated-module cache
+//! [`ModuleCache`]), the script contract of
 //! API.md (`request` in, response out, failures as public JSON: [`ScriptRequest`],
 //! [`ScriptFailure`]) and the may-aware reply path ([`ReplyChannel`], [`ReplyTx`]).
 //!
 //! Does not own: routing and building jobs (the dispatcher), HTTP framing (`crate::http`), the
-//! error JSON shape (`crate::errors`), modules and the SDK services (later).
+//! error JSON shape (`crate::errors`), and the SDK services (later).
 //!
 //! Invariants: Rhai never runs on a coroutine (only engine threads with [`ENGINE_STACK_BYTES`]
 //! stacks evaluate); an `Engine` is never changed after it is built; every accepted job gets
@@ -22,6 +24,7 @@
 mod alloc;
 mod ast_cache;
 mod contract;
+mod modules;
 mod nesting;
 mod pool;
 mod reply;
@@ -30,6 +33,7 @@ mod sandbox;
 pub use alloc::CountingAlloc;
 pub use ast_cache::{AstCache, CompileError, compile_check};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
+pub use modules::{Analysis, ModuleCache, analyze};
 pub use pool::{
     ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Pool, PoolConfig, Submitter,
 };

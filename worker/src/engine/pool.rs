@@ -30,6 +30,7 @@ use rhai::{Dynamic, Engine, Scope};
 
 use super::ast_cache::AstCache;
 use super::contract::{self, RequestObj, ScriptFailure, ScriptRequest, SizeCaps};
+use super::modules::{self, AppModules, ModuleCache};
 use super::reply::ReplyTx;
 use super::sandbox::{self, EngineOptions, EngineProfile, build_engine};
 use crate::http::Response;
@@ -376,6 +377,7 @@ pub struct Pool {
     queue: Submitter,
     threads: Vec<JoinHandle<()>>,
     ast_cache: Arc<AstCache>,
+    module_cache: Arc<ModuleCache>,
 }
 
 impl Pool {
@@ -398,6 +400,8 @@ impl Pool {
             test_hooks: config.test_hooks,
         };
         let ast_cache = Arc::new(AstCache::with_options(limits, options));
+        let module_cache = Arc::new(ModuleCache::new(limits));
+        let resolver = AppModules::new(module_cache.clone(), ast_cache.clone());
         let (tx, rx) = crossbeam_channel::bounded(limits.queue_len_max);
         let cores = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -416,11 +420,13 @@ impl Pool {
             })),
             threads: Vec::with_capacity(workers),
             ast_cache,
+            module_cache,
         };
         for i in 0..workers {
             let core = (cores.len() >= 2).then(|| cores[(i + 1) % cores.len()]);
             let queue = pool.queue.0.clone();
             let cache = pool.ast_cache.clone();
+            let resolver = resolver.clone();
             let handle = thread::Builder::new()
                 // Linux keeps 15 bytes of a thread name: short enough that /proc shows the index.
                 .name(format!("picloud-eng-{i}"))
@@ -431,7 +437,11 @@ impl Pool {
                     {
                         log::warn!("engine thread {i}: could not pin to core {}", core.id);
                     }
-                    engine_main(&queue, &cache, node_profile, options);
+                    engine_main(
+                        &queue,
+                        &cache,
+                        Engines::new(node_profile, options, resolver),
+                    );
                 });
             match handle {
                 Ok(h) => pool.threads.push(h),
@@ -471,6 +481,11 @@ impl Pool {
     /// The shared AST cache (for warming after a catalog swap and save-time compiles).
     pub fn ast_cache(&self) -> Arc<AstCache> {
         self.ast_cache.clone()
+    }
+
+    /// The shared cache of evaluated modules.
+    pub fn module_cache(&self) -> Arc<ModuleCache> {
+        self.module_cache.clone()
     }
 
     /// Refuses new jobs, lets the threads finish the jobs already queued, and joins them. Takes
@@ -515,22 +530,28 @@ impl Drop for Pool {
 #[doc(hidden)]
 pub struct InlineRunner {
     engines: Engines,
-    cache: AstCache,
+    cache: Arc<AstCache>,
 }
 
 impl InlineRunner {
     /// A runner with the node's `limits`.
     pub fn new(limits: &Limits) -> InlineRunner {
+        let cache = Arc::new(AstCache::new(limits));
+        let resolver = AppModules::new(Arc::new(ModuleCache::new(limits)), cache.clone());
         InlineRunner {
-            engines: Engines::new(EngineProfile::of(limits), EngineOptions::default()),
-            cache: AstCache::new(limits),
+            engines: Engines::new(
+                EngineProfile::of(limits),
+                EngineOptions::default(),
+                resolver,
+            ),
+            cache,
         }
     }
 
     /// Runs one invocation and returns its response.
     pub fn run(
         &mut self,
-        app: &CatalogApp,
+        app: &Arc<CatalogApp>,
         script: &CatalogScript,
         request: ScriptRequest,
     ) -> Response {
@@ -546,16 +567,25 @@ struct Engines {
     node: Engine,
     /// Most recently used first.
     others: Vec<(EngineProfile, Engine)>,
+    /// Every engine resolves `import` through it.
+    resolver: AppModules,
 }
 
 impl Engines {
-    fn new(node_profile: EngineProfile, options: EngineOptions) -> Engines {
+    fn new(node_profile: EngineProfile, options: EngineOptions, resolver: AppModules) -> Engines {
         Engines {
             options,
             node_profile,
-            node: build_engine(&node_profile, options),
+            node: Self::build(&node_profile, options, &resolver),
             others: Vec::new(),
+            resolver,
         }
+    }
+
+    fn build(profile: &EngineProfile, options: EngineOptions, resolver: &AppModules) -> Engine {
+        let mut engine = build_engine(profile, options);
+        engine.set_module_resolver(resolver.clone());
+        engine
     }
 
     fn for_limits(&mut self, limits: &Limits) -> &Engine {
@@ -570,8 +600,8 @@ impl Engines {
                 self.others.insert(0, hit);
             }
             None => {
-                self.others
-                    .insert(0, (profile, build_engine(&profile, self.options)));
+                let engine = Self::build(&profile, self.options, &self.resolver);
+                self.others.insert(0, (profile, engine));
                 self.others.truncate(ENGINE_PROFILES_MAX);
             }
         }
@@ -580,13 +610,7 @@ impl Engines {
 }
 
 /// The body of an engine thread: take a job, run it, reply; until the queue is closed.
-fn engine_main(
-    queue: &Queue,
-    cache: &AstCache,
-    node_profile: EngineProfile,
-    options: EngineOptions,
-) {
-    let mut engines = Engines::new(node_profile, options);
+fn engine_main(queue: &Queue, cache: &AstCache, mut engines: Engines) {
     loop {
         // Jobs queued back to back run back to back; their replies go out together when the
         // queue is empty (or earlier, see `flush_replies_if_stale`).
@@ -625,7 +649,7 @@ fn engine_main(
 fn run_job(
     engines: &mut Engines,
     cache: &AstCache,
-    app: &CatalogApp,
+    app: &Arc<CatalogApp>,
     script: &CatalogScript,
     request: ScriptRequest,
 ) -> Response {
@@ -662,7 +686,7 @@ fn run_job(
 fn invoke(
     engines: &mut Engines,
     cache: &AstCache,
-    app: &CatalogApp,
+    app: &Arc<CatalogApp>,
     script: &CatalogScript,
     request: ScriptRequest,
     request_id: &str,
@@ -683,6 +707,8 @@ fn invoke(
         RequestObj::new(request, SizeCaps::of(&app.limits)),
     );
 
+    // `import` resolves this app's modules from the catalog this request started on.
+    let _modules = modules::enter(app.clone());
     // Budget and heap counting cover exactly the evaluation (including lazy request fields
     // built during it), not the queue wait or the response conversion.
     sandbox::begin_invocation(&app.limits);

@@ -233,3 +233,33 @@ fn with_postgres_stopped_nodes_keep_serving_and_catch_up_when_it_returns() {
     let waited = wait_served(&b, "/demo/v", "after", PROPAGATION_MAX);
     eprintln!("served on B {waited:?} after the write");
 }
+
+#[test]
+fn a_deploy_with_modules_through_one_node_is_served_by_another() {
+    let Some(url) = pg::test_database_url() else {
+        return;
+    };
+    let db = TestDb::create(&url, "deploy");
+    let a = node_on(&db.url);
+    let b = node_on(&db.url);
+    let bundle = |v: &str| {
+        serde_json::json!({
+            "scripts": {
+                "base": {"kind": "module", "source": format!("fn v() {{ \"{v}\" }}")},
+                "mid": {"kind": "module", "source": "import \"base\" as b;\nfn v() { \"mid+\" + b::v() }"},
+                "e": {"source": "import \"mid\" as m;\nm::v()"},
+            },
+            "routes": [{"method": "GET", "path": "/", "script": "e"}],
+        })
+        .to_string()
+    };
+    let r = a.admin("POST", "/v1/apps/d/deploy", &bundle("one"));
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_served(&b, "/d/", "mid+one", PROPAGATION_MAX);
+    // Only the bottom module changes: B's catalog gives `mid` a new fingerprint too.
+    let r = a.admin("POST", "/v1/apps/d/deploy", &bundle("two"));
+    assert_eq!(r.json()["scripts"]["updated"], serde_json::json!(["base"]));
+    wait_served(&b, "/d/", "mid+two", PROPAGATION_MAX);
+    let deps = b.admin("GET", "/v1/apps/d/scripts/base", "").json();
+    assert_eq!(deps["kind"], "module");
+}

@@ -436,3 +436,27 @@ fn deploy_bundles_are_bounded() {
     let r = n.admin("POST", "/v1/apps/x/deploy", &body);
     assert_eq!(r.status, 413, "bundle over deploy_bytes_max: {r:?}");
 }
+
+#[test]
+fn the_module_cache_is_bounded() {
+    let n = TestNode::start_with(&[("PICLOUD_MODULE_CACHE_SIZE", "1")]);
+    let node = n.node.as_ref().expect("node");
+    app(&n, "a");
+    assert_eq!(put_module(&n, "a", "m1", "fn v() { 1 }").status, 201);
+    assert_eq!(put_module(&n, "a", "m2", "fn v() { 2 }").status, 201);
+    put_endpoint(&n, "a", "one", "import \"m1\" as m;\nm::v()");
+    put_endpoint(&n, "a", "two", "import \"m2\" as m;\nm::v()");
+    route(&n, "a", &[("/1", "one"), ("/2", "two")]);
+    let before = node.module_evaluations();
+    for _ in 0..3 {
+        assert_eq!(n.get("/a/1").text(), "1");
+        assert_eq!(n.get("/a/2").text(), "2");
+    }
+    // One entry: alternating between two modules evaluates each every time.
+    assert_eq!(node.module_evaluations() - before, 6);
+    let before = node.module_evaluations();
+    for _ in 0..3 {
+        assert_eq!(n.get("/a/2").text(), "2");
+    }
+    assert_eq!(node.module_evaluations() - before, 0, "a hit is not re-evaluated");
+}

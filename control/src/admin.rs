@@ -121,6 +121,7 @@ fn script_json(s: &ScriptInfo) -> Value {
         "kind": s.kind.as_str(),
         "version": s.version,
         "hash": s.hash,
+        "imports": s.imports,
         "updated_at": rfc3339(s.updated_at_ms),
     })
 }

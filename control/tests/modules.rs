@@ -458,5 +458,34 @@ fn the_module_cache_is_bounded() {
     for _ in 0..3 {
         assert_eq!(n.get("/a/2").text(), "2");
     }
-    assert_eq!(node.module_evaluations() - before, 0, "a hit is not re-evaluated");
+    assert_eq!(
+        node.module_evaluations() - before,
+        0,
+        "a hit is not re-evaluated"
+    );
+}
+
+/// The README's example, verbatim: module functions see the module's constants; importers see
+/// functions and exported constants.
+#[test]
+fn the_readme_module_example_works() {
+    let n = TestNode::start();
+    let r = n.admin("PUT", "/v1/apps/demo", r#"{"debug":true}"#);
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = put_module(
+        &n,
+        "demo",
+        "fmt",
+        "export const GREETING = \"Hello\";\nfn greet(name) { global::GREETING + \", \" + name }",
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = put_endpoint(
+        &n,
+        "demo",
+        "hello",
+        "import \"fmt\" as fmt;\nfmt::greet(request.query.name ?? \"world\") + \" (\" + fmt::GREETING + \")\"",
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    route(&n, "demo", &[("/hello", "hello")]);
+    assert_eq!(n.get("/demo/hello?name=ada").text(), "Hello, ada (Hello)");
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """PiCloud bench driver: throughput/latency of PiCloud against the ceiling, Node.js and Deno,
-the engine-overhead example, and the footprint. Normally started by bench/run.sh, which builds
-and installs what is needed first; run this directly to re-run without building.
+the engine-overhead example, the footprint, and (propagation.py) how fast a change reaches the
+other nodes of a PostgreSQL cluster and whether those nodes sleep when idle. Normally started
+by bench/run.sh, which builds and installs what is needed first; run this directly to re-run
+without building.
 
 Every server runs the same three workloads at the same paths (/bench/hello, /bench/json,
 /bench/fib). For each (server, workload): a fresh server is started (pinned with taskset), its
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 import footprint
+import propagation
 from benchlib import (BENCH, RESULTS, ROOT, WORKLOADS, CpuWatch, NotReady, Target, check_answer,
                       log, machine_info, proc_mem_kib, run_wrk, wait_quiet)
 
@@ -38,7 +41,7 @@ SERVERS = {
     "picloud-2core": ("picloud", "0,1", None,
                       "PiCloud 2-core layout: default workers, taskset -c 0,1 (wrk shares core 1)"),
 }
-PARTS = list(SERVERS) + ["overhead", "footprint"]
+PARTS = list(SERVERS) + ["overhead", "footprint", "propagation"]
 
 RATIOS = [
     # (key, numerator server, denominator server, workload, target, label); req/s ratios.
@@ -223,6 +226,94 @@ def _note(wl: dict) -> str:
     return "; ".join(notes)
 
 
+def _ms(d: dict) -> list[str]:
+    return [f"{d[k]:.2f} ms" if d.get("n") else "–" for k in ("median", "p90", "p99", "max")]
+
+
+def render_propagation(p: dict, f: dict) -> list[str]:
+    """The PostgreSQL cluster sections (bench/propagation.py)."""
+    L = ["## Propagation: a change through node A, served by B and C (PostgreSQL)", ""]
+    if p.get("status") != "ok":
+        L += [f"pending ({(p.get('note') or 'not run').splitlines()[0][:200]})", ""]
+    else:
+        b, c = p["B"], p["C"]
+        L.append(f"Measured {p['date']}: {p['settings']}, on the local PostgreSQL (a fresh database "
+                 f"per run). {p['pushes']} pushes of a new version of `GET /demo/v` through A's admin "
+                 "API, one at a time; the time runs from sending the push to the first 200 answer with "
+                 "the new body, from pollers asking B and C back to back over keep-alive connections "
+                 f"(a poll every {b['poll_interval_us']:.0f} / {c['poll_interval_us']:.0f} µs on B / C). "
+                 "The version went live on the node between the send of the last poll that missed it "
+                 f"and that answer: {b['bracket']['median']:.2f} / {c['bracket']['median']:.2f} ms "
+                 f"(median), {b['bracket']['p99']:.2f} / {c['bracket']['p99']:.2f} ms (p99) on B / C, "
+                 f"the poller's resolution. Other processes used {p['other_cpu_pct']} % of the machine "
+                 "during the pushes (the nodes, their PostgreSQL backends and the pollers excluded)"
+                 + (f"; {len(p['discarded_runs'])} disturbed runs (> {NOISY_PCT:g} %) were discarded "
+                    "and redone." if p.get("discarded_runs") else ".")
+                 + (" **Disturbed: rerun on a quiet machine.**" if p["other_cpu_pct"] > NOISY_PCT else ""))
+        L.append("")
+        L.append("| measure | median | p90 | p99 | max | target | met |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+        t = f"p99 ≤ {p['target_p99_ms']:g} ms"
+        for label, d, target in [
+            ("B serves the new version", b, t), ("C serves the new version", c, t),
+            ("A's admin round trip (the PUT)", p["admin_put"], ""),
+            ("NOTIFY reaches a plain listener (commit + delivery)", p["notify"], ""),
+            ("B serves it, after that NOTIFY", b["after_notify"], ""),
+            ("C serves it, after that NOTIFY", c["after_notify"], ""),
+            ("A's admin round trip without a write (GET the app)", p["admin_get"], ""),
+            ("PostgreSQL: `SELECT 1`", p["pg_select"], ""),
+            ("PostgreSQL: autocommit `INSERT` (WAL flush)", p["pg_insert_commit"], ""),
+        ]:
+            met = ""
+            if target:
+                met = _yes(d.get("n") and d["p99"] <= p["target_p99_ms"] and not d["missed"])
+                if d.get("missed"):
+                    met += f" ({d['missed']} never served within 5 s)"
+            L.append(f"| {label} | " + " | ".join(_ms(d)) + f" | {target} | {met} |")
+        L.append("")
+        L.append("Per push, CPU time and run-queue wait (`/proc/*/task/*/schedstat`) of each node's "
+                 "threads and of the database's PostgreSQL backends (`pg picloud-X` = node X's store "
+                 "connection; `pg picloud-sync` = the three sync connections together). The io "
+                 "threads (`picloud`) and engines of B and C also answer the pollers.")
+        L.append("")
+        L.append("| thread(s) | CPU µs / push | waiting for a CPU, µs / push | scheduled in / push |")
+        L.append("| --- | ---: | ---: | ---: |")
+        for name, v in p["sched_per_push"].items():
+            L.append(f"| `{name}` | {v['cpu_us']:.0f} | {v['wait_us']:.0f} | {v.get('runs', '–')} |")
+        L.append("")
+    L += ["## Idle on PostgreSQL (the same three nodes)", ""]
+    if f.get("status") != "ok":
+        L += [f"pending ({(f.get('note') or 'not run').splitlines()[0][:200]})", ""]
+        return L
+    T = f["targets"]
+    tr = ", ".join(f"{n} {v['requests']:,}" for n, v in f["traffic"].items())
+    L.append(f"After the pushes and {next(iter(f['traffic'].values()))['seconds']:g} s of wrk per node "
+             f"on `GET /demo/v` (requests: {tr}), one {f['seconds']:g} s window with no traffic, all "
+             "three nodes read as the footprint reads the embedded node. A took the admin writes, "
+             "B and C followed them through the sync thread.")
+    L.append("")
+    L.append("| node | threads | CPU ticks | context switches | idle RSS (VmRSS) | target | met |")
+    L.append("| --- | ---: | ---: | ---: | ---: | --- | --- |")
+    for n, v in f["nodes"].items():
+        ok = v["ticks"] <= T["idle_ticks"] and v["switches"] <= T["idle_switches"]
+        L.append(f"| {n} | {v['threads']} | {v['ticks']} | {v['switches']} | "
+                 f"{_fmt_kib(f['idle_mem'][n]['rss_kib'])} | {T['idle_ticks']} ticks, "
+                 f"≤ {T['idle_switches']} switches | {_yes(ok)} |")
+    L.append("")
+    L.append("Per thread (ticks / switches; threads in start order, the same on every node):")
+    L.append("")
+    names = list(f["nodes"])
+    L.append("| thread | " + " | ".join(names) + " |")
+    L.append("| --- |" + " ---: |" * len(names))
+    rows = [f["nodes"][n]["per_thread"] for n in names]
+    for i, r0 in enumerate(rows[0]):
+        cells = [f"{r[i]['ticks']} / {r[i]['switches']}" + (f" ({r[i]['note']})" if r[i]["note"] else "")
+                 if i < len(r) else "–" for r in rows]
+        L.append(f"| `{r0['name']}` | " + " | ".join(cells) + " |")
+    L.append("")
+    return L
+
+
 def render(results: dict) -> str:
     cfg = results.get("config", {})
     m = results.get("machine", {})
@@ -233,7 +324,13 @@ def render(results: dict) -> str:
     L.append("Generated by `bench/run.sh --write-results` from `bench/results/latest.json`; do not edit "
              "by hand, rerun (see bench/README.md). \"pending\" = not measured in this run.")
     L.append("")
-    L.append(f"Run: {results.get('date', 'pending')}, commit `{results.get('commit', '?')}`. wrk `-t{cfg.get('threads', 1)} "
+    by_commit: dict[str, list[str]] = {}
+    for part, c in results.get("part_commits", {}).items():
+        by_commit.setdefault(c, []).append(part)
+    commits = (f"commit `{results.get('commit', '?')}`" if len(by_commit) <= 1 else
+               "parts merged from several runs: " + "; ".join(f"{', '.join(ps)} at commit `{c}`"
+                                                              for c, ps in by_commit.items()))
+    L.append(f"Run: {results.get('date', 'pending')}, {commits}. wrk `-t{cfg.get('threads', 1)} "
              f"-c{cfg.get('connections', 32)} -d{cfg.get('duration', '?')}s --latency`, pinned to core 1 "
              f"(`taskset -c 1`), after a {cfg.get('warmup', '?')} s warm-up; each number is the **median of "
              f"{cfg.get('runs', '?')} runs** (req/s, p50 and p99 each taken separately). Servers pinned to "
@@ -391,6 +488,7 @@ def render(results: dict) -> str:
             L.append("")
             L.append(f"Not measured: {fp['note'].splitlines()[0]}")
     L.append("")
+    L += render_propagation(results.get("propagation", {}), results.get("footprint_pg", {}))
     # The targets discussion is written by people, not generated: it lives in bench/NOTES.md
     # and is carried into every regenerated RESULTS.md.
     notes = BENCH / "NOTES.md"
@@ -409,7 +507,10 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2, help="seconds of unrecorded warm-up (default 2)")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    ap.add_argument("--idle", type=float, default=30, help="footprint idle window, seconds (default 30)")
+    ap.add_argument("--idle", type=float, default=30,
+                    help="footprint and PostgreSQL idle window, seconds (default 30)")
+    ap.add_argument("--pushes", type=int, default=200,
+                    help="propagation: versions pushed through node A (default 200)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="before each measurement wait up to S seconds for the machine to be idle "
                          "(< 5%% CPU), before each run too: for shared machines (default 0: do not wait)")
@@ -419,7 +520,7 @@ def main() -> int:
     ap.add_argument("--only", help=f"comma list of parts to run: {','.join(PARTS)}")
     ap.add_argument("--skip", help="comma list of parts not to run")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke test: 1 run of 2 s, 1 s warm-up, 5 s idle window")
+                    help="smoke test: 1 run of 2 s, 1 s warm-up, 5 s idle window, 20 pushes")
     ap.add_argument("--merge", action="store_true",
                     help="keep parts of the previous latest.json that this run does not measure")
     ap.add_argument("--write-results", action="store_true", help="also write bench/RESULTS.md")
@@ -433,7 +534,7 @@ def main() -> int:
         results = json.loads(latest.read_text())
     else:
         if a.quick:
-            a.runs, a.duration, a.warmup, a.idle = 1, 2, 1, 5
+            a.runs, a.duration, a.warmup, a.idle, a.pushes = 1, 2, 1, 5, 20
         if a.retries is None:
             a.retries = 6 if a.wait_quiet else 0
         parts = a.only.split(",") if a.only else list(PARTS)
@@ -448,9 +549,19 @@ def main() -> int:
         results["machine"] = machine_info()
         rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                              capture_output=True, text=True).stdout.strip()
+        # BENCH_COMMIT: the commit a BENCH_PICLOUD_BIN binary was built from, when that is not
+        # the tree's (e.g. a clean export of HEAD while the tree holds uncommitted work).
+        rev = os.environ.get("BENCH_COMMIT") or rev
+        # With --merge, parts measured earlier keep the commit they were measured at.
+        part_commits = results.setdefault("part_commits", {})
+        for p in results.get("config", {}).get("parts", []):
+            part_commits.setdefault(p, results.get("commit", "unknown"))
+        for p in parts:
+            part_commits[p] = rev or "unknown"
         results["commit"] = rev or "unknown"
         results["config"] = {"runs": a.runs, "duration": a.duration, "warmup": a.warmup,
                              "connections": a.connections, "threads": a.threads, "idle": a.idle,
+                             "pushes": a.pushes,
                              "wait_quiet": a.wait_quiet, "retries": a.retries,
                              "quick": a.quick, "parts": parts}
         results.setdefault("servers", {})
@@ -468,6 +579,29 @@ def main() -> int:
                 results["footprint"] = footprint.run("picloud", idle_s=a.idle)
                 if results["footprint"]["status"] == "ok":
                     print(footprint.summary(results["footprint"]), file=sys.stderr)
+        if "propagation" in parts:
+            if os.environ.get("BENCH_PICLOUD_BUILD_FAILED"):
+                skipped = {"status": "skipped", "note": "picloud does not build"}
+                results["propagation"], results["footprint_pg"] = skipped, skipped
+            else:
+                discarded = []
+                while True:
+                    res = propagation.run(a.pushes, idle_s=a.idle, quiet_s=a.wait_quiet)
+                    other = res["propagation"].get("other_cpu_pct", 0)
+                    if other <= NOISY_PCT or len(discarded) >= a.retries:
+                        break
+                    # Disturbed by another process: keep its summary on record, measure again.
+                    log(f"propagation: pushes disturbed ({other} % other CPU): discarded, measuring again")
+                    discarded.append({k: v for k, v in res["propagation"].items() if k != "samples"})
+                if discarded:
+                    res["propagation"]["discarded_runs"] = discarded
+                # Per-push samples go with the other raw outputs, not into latest.json.
+                samples = res["propagation"].pop("samples", None)
+                if samples:
+                    (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
+                    (RESULTS / "raw" / "propagation-samples.json").write_text(json.dumps(samples) + "\n")
+                results.update(res)
+                print(propagation.summary(res), file=sys.stderr)
         results["ratios"] = compute_ratios(results["servers"])
         results["elapsed_s"] = round(time.monotonic() - t0, 1)
         latest.write_text(json.dumps(results, indent=2) + "\n")

@@ -6,6 +6,7 @@
 #   bench/run.sh --write-results   # ... and regenerate bench/RESULTS.md
 #   bench/run.sh --quick           # smoke test of the harness (~1.5 minutes)
 #   bench/run.sh --only ceiling,node,deno     # parts: ceiling node deno picloud picloud-2core overhead footprint
+#                                             #   propagation (3 nodes on PostgreSQL: needs psql and a server)
 #   bench/run.sh --no-build ...    # use the binaries as they are
 #   bench/run.sh --report-only [--write-results]   # regenerate the report from latest.json
 #   bench/run.sh --wait-quiet 120 ... # shared machine: wait for quiet, redo disturbed runs
@@ -27,7 +28,7 @@ for a in "$@"; do
   case "$a" in
     --no-build) BUILD=0 ;;
     --report-only) REPORT_ONLY=1; ARGS+=("$a") ;;
-    -h|--help) sed -n '2,12p' "$BENCH/run.sh"; exec python3 "$BENCH/bench.py" --help ;;
+    -h|--help) sed -n '2,13p' "$BENCH/run.sh"; exec python3 "$BENCH/bench.py" --help ;;
     *) ARGS+=("$a") ;;
   esac
 done

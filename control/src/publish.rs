@@ -44,7 +44,17 @@ impl Publisher {
     /// anything did, swaps in a new catalog. Returns the live revision. Stale or repeated
     /// calls are harmless (nothing newer → nothing done).
     pub fn publish(&self) -> Result<u64, StoreError> {
+        self.publish_up_to(u64::MAX)
+    }
+
+    /// [`Publisher::publish`], unless the published catalog is already at `revision` or later
+    /// once the lock is held: the sync thread, woken by the notification of this node's own
+    /// admin write, then waits for the control thread's publish and reads nothing itself.
+    pub fn publish_up_to(&self, revision: u64) -> Result<u64, StoreError> {
         let mut published = self.published.lock();
+        if published.revision >= revision {
+            return Ok(published.revision);
+        }
         let delta = self.store.changes_since(published.revision)?;
         if delta.revision < published.revision {
             // The store went back in time (a database restored from a backup): what it has

@@ -212,11 +212,9 @@ fn session(
         while let Some(n) = queued.next().map_err(|e| pg_err(e).to_string())? {
             newest = newest.max(announced_revision(n.payload()));
         }
-        if newest > publisher.revision() {
-            publisher
-                .publish()
-                .map_err(|e| format!("catching up to revision {newest}: {e}"))?;
-        }
+        publisher
+            .publish_up_to(newest)
+            .map_err(|e| format!("catching up to revision {newest}: {e}"))?;
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Owns: the shapes of apps, scripts and routes ([`model`]), the one [`Limits`] type, the
 //! immutable [`Catalog`] snapshot that the data plane serves from, the [`Store`] trait every
-//! backing store implements with the integrity [`rules`] they all enforce, and error codes
+//! backing store implements with the integrity [`rules`] they all enforce, the SDK
+//! [`services`] (KV, invocation logs, schedules, triggers), and error codes
 //! classified by [`Fault`].
 //!
 //! Does not own: any I/O, threads, HTTP, Rhai or database code. Everything here is plain data
@@ -15,6 +16,7 @@ pub mod error;
 pub mod limits;
 pub mod model;
 pub mod rules;
+pub mod services;
 pub mod store;
 
 pub use catalog::{Catalog, CatalogApp, CatalogScript, Resolution, RouteTable};

@@ -52,6 +52,25 @@ pub struct Limits {
     /// Cap of the sync daemon's reconnect backoff (it starts at 50 ms and doubles).
     pub sync_retry_max_ms: u64,
 
+    // --- SDK services (node-wide) ---
+    /// Longest KV key, bytes.
+    pub kv_key_bytes_max: usize,
+    /// Largest KV value (as JSON text), bytes.
+    pub kv_value_bytes_max: usize,
+    /// Most live KV keys per app.
+    pub kv_keys_max: usize,
+    /// Invocation records kept per app; older ones are dropped.
+    pub log_records_max: usize,
+    /// Log lines kept per invocation; later ones are counted, not kept.
+    pub log_lines_max: usize,
+    /// Longest log line kept, bytes (longer ones are cut).
+    pub log_line_bytes_max: usize,
+    /// Invocation records waiting for the log writer; a full queue drops records (counted),
+    /// never slows a request.
+    pub log_queue_len_max: usize,
+    /// How deep events may trigger events (`events::emit` from a triggered script, ...).
+    pub event_depth_max: usize,
+
     // --- script (per app, may be overridden) ---
     /// Wall-clock deadline of one invocation; past it → 504 `timeout`.
     pub timeout_ms: u64,
@@ -97,6 +116,14 @@ impl Default for Limits {
             ast_cache_entries_max: 1024,
             module_cache_size: 512,
             script_versions_max: 100,
+            kv_key_bytes_max: 512,
+            kv_value_bytes_max: 64 * KIB,
+            kv_keys_max: 10_000,
+            log_records_max: 1_000,
+            log_lines_max: 100,
+            log_line_bytes_max: 2 * KIB,
+            log_queue_len_max: 4_096,
+            event_depth_max: 4,
             db_connect_timeout_ms: 5_000,
             db_keepalive_ms: 10_000,
             sync_retry_max_ms: 2_000,

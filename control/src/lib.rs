@@ -2,7 +2,8 @@
 //! binary (`main.rs`) is a thin shell over it.
 //!
 //! Owns: configuration ([`config`]), the stores ([`store`]), admin tokens ([`auth`]), the
-//! admin API ([`admin`]), catalog publishing ([`publish`]), the
+//! admin API ([`admin`], with its KV helpers in [`admin_kv`]), catalog publishing
+//! ([`publish`]), the
 //! PostgreSQL sync daemon ([`sync`]), assembling a node ([`node`]),
 //! the `check` subcommand ([`check`]) and the `deploy` subcommand, a client of the admin API
 //! ([`deploy`]).
@@ -10,6 +11,7 @@
 //! a script on a request of its own.
 
 pub mod admin;
+pub mod admin_kv;
 pub mod auth;
 pub mod check;
 pub mod config;

@@ -60,7 +60,7 @@ pub const SCHEMA_VERSION: u64 = 2;
 pub const CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
+pub(crate) const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
 /// (app, script).
 type ScriptKey = (&'static str, &'static str);
 /// (kind, current version, hash, updated_at_ms).
@@ -133,6 +133,13 @@ impl EmbeddedStore {
     /// The database file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The redb database, for the services that keep their own tables in the same file (KV,
+    /// invocation logs). Their tables are created by their first write transaction; a read
+    /// before that finds no table and must treat it as empty.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Creates every table and records the schema version on first open; checks it on later
@@ -245,7 +252,11 @@ enum Outcome<T> {
     Unchanged(T),
 }
 
-struct WriteTables<'t> {
+/// The tables of a write transaction, and the transaction itself, so that services keeping
+/// their own tables in the same file (KV, invocation logs) can take part in a write (deleting an
+/// app deletes their data in the same transaction).
+pub(crate) struct WriteTables<'t> {
+    pub(crate) txn: &'t WriteTransaction,
     meta: redb::Table<'t, &'static str, u64>,
     apps: redb::Table<'t, &'static str, &'static str>,
     scripts: redb::Table<'t, ScriptKey, ScriptRow>,
@@ -259,6 +270,7 @@ struct WriteTables<'t> {
 impl<'t> WriteTables<'t> {
     fn open(txn: &'t WriteTransaction) -> StoreResult<WriteTables<'t>> {
         Ok(WriteTables {
+            txn,
             meta: txn.open_table(META).map_err(db_err)?,
             apps: txn.open_table(APPS).map_err(db_err)?,
             scripts: txn.open_table(SCRIPTS).map_err(db_err)?,
@@ -545,6 +557,7 @@ impl Store for EmbeddedStore {
                 .map_err(db_err)?;
             t.routes.remove(app).map_err(db_err)?;
             t.hosts.retain(|_, owner| owner != app).map_err(db_err)?;
+            super::embedded_kv::purge_app(t.txn, app)?;
             Ok(Outcome::Changed(true))
         })?;
         Ok(deleted)
@@ -841,7 +854,7 @@ fn write_routes(t: &mut WriteTables<'_>, app: &str, routes: &[Route]) -> StoreRe
 
 /// The smallest string greater than `s` (`s` followed by NUL): the exclusive upper bound of
 /// the tuple keys whose first element is exactly `s`.
-fn successor(s: &str) -> String {
+pub(crate) fn successor(s: &str) -> String {
     let mut next = String::with_capacity(s.len() + 1);
     next.push_str(s);
     next.push('\0');
@@ -869,7 +882,7 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 
 /// redb's errors, by who can fix them: I/O trouble and a file held by someone else may pass
 /// (`Unavailable`, retry later); everything else is corruption or a bug (`Internal`).
-fn db_err(e: impl Into<redb::Error>) -> StoreError {
+pub(crate) fn db_err(e: impl Into<redb::Error>) -> StoreError {
     let e: redb::Error = e.into();
     match e {
         redb::Error::Io(_)

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_script_imports.sql",
         sql: include_str!("../../../migrations/0002_script_imports.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_kv.sql",
+        sql: include_str!("../../../migrations/0003_kv.sql"),
+    },
 ];
 
 /// Key of the session-level advisory lock held while migrating: "picloud" in ASCII. Any other

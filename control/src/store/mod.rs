@@ -4,14 +4,20 @@
 //! Owns: the embedded redb store ([`embedded`]), the PostgreSQL store ([`postgres`]) with its
 //! migrations ([`migrate`]), and the store-generic conformance checks
 //! ([`conformance`], compiled into the library so that every store's tests, in any crate, run
-//! the same checks).
+//! the same checks); the per-app key-value store ([`picloud_core::services::KvStore`]) for
+//! both stores ([`embedded_kv`], [`postgres_kv`], sharing bounds and messages in
+//! [`kv_common`]) with its conformance suite ([`kv_conformance`]).
 //! Does not own: the trait and its rules (`picloud_core::store`), name or route-table
 //! validation (callers do that before writing), or deciding which store a node uses (config).
 
 pub mod conformance;
 pub mod embedded;
+pub mod embedded_kv;
+pub mod kv_common;
+pub mod kv_conformance;
 pub mod migrate;
 pub mod postgres;
+pub mod postgres_kv;
 
 pub use embedded::EmbeddedStore;
 pub use postgres::PgStore;

@@ -12,9 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use picloud_core::model::{validate_app_name, validate_module_name, validate_script_name};
+use picloud_core::model::{
+    validate_app_name, validate_env_name, validate_module_name, validate_script_name,
+};
 use picloud_core::rules::{self, Violation};
-use picloud_core::store::{app_state, plan_deploy};
+use picloud_core::services::{KvLimits, KvStore, LogStore, Schedule, Trigger};
+use picloud_core::store::app_state;
 use picloud_core::{
     AppConfig, AppInfo, Bundle, ErrorCode, Limits, Route, RouteTable, ScriptInfo, ScriptKind,
     ScriptVersionInfo, ScriptWrite, Store, StoreError,
@@ -25,6 +28,7 @@ use serde_json::{Value, json};
 
 use crate::auth::TokenSet;
 use crate::publish::Publisher;
+use crate::{admin_kv, admin_logs};
 
 /// An admin API failure: a code, a status (usually the code's) and a message, plus extra
 /// fields (`line`, `column` for compile errors).
@@ -133,6 +137,10 @@ fn version_json(v: &ScriptVersionInfo) -> Value {
 /// The admin API of one node.
 pub struct Admin {
     store: Arc<dyn Store>,
+    /// The apps' KV data (`/kv`); `None` answers 404 on those routes.
+    kv: Option<Arc<dyn KvStore>>,
+    /// The invocation log (`/logs`); `None` answers 404 on those routes.
+    logs: Option<Arc<dyn LogStore>>,
     tokens: TokenSet,
     publisher: Arc<Publisher>,
     ast_cache: Arc<AstCache>,
@@ -151,11 +159,20 @@ impl Admin {
     ) -> Admin {
         Admin {
             store,
+            kv: None,
+            logs: None,
             tokens,
             publisher,
             ast_cache,
             limits,
         }
+    }
+
+    /// The same API with the SDK's data behind `/kv` and `/logs`.
+    pub fn with_services(mut self, kv: Arc<dyn KvStore>, logs: Arc<dyn LogStore>) -> Admin {
+        self.kv = Some(kv);
+        self.logs = Some(logs);
+        self
     }
 
     /// Answers one admin request.
@@ -221,6 +238,47 @@ impl Admin {
             }
             ("GET", ["v1", "apps", app, "routes"]) => self.get_routes(app),
             ("POST", ["v1", "apps", app, "deploy"]) => changed(self.deploy(app, &req.body)),
+            ("GET", ["v1", "apps", app, "env"]) => {
+                Ok(json_response(200, &json!(self.store.env_names(app)?)))
+            }
+            ("PUT", ["v1", "apps", app, "env", name]) => {
+                changed(self.put_env(app, name, &req.body))
+            }
+            ("DELETE", ["v1", "apps", app, "env", name]) => changed(self.delete_env(app, name)),
+            ("GET", ["v1", "apps", app, "schedules"]) => self.get_schedules(app),
+            ("PUT", ["v1", "apps", app, "schedules"]) => {
+                changed(self.put_schedules(app, &req.body))
+            }
+            ("GET", ["v1", "apps", app, "triggers"]) => {
+                Ok(json_response(200, &json!(self.store.get_triggers(app)?)))
+            }
+            ("PUT", ["v1", "apps", app, "triggers"]) => changed(self.put_triggers(app, &req.body)),
+            ("GET", ["v1", "apps", app, "logs"]) => {
+                let logs = self.logs.as_ref().ok_or_else(|| no_service("logs"))?;
+                admin_logs::logs(logs.as_ref(), app, &req.query)
+                    .map(|v| json_response(200, &v))
+                    .map_err(|(code, m)| AdminError::new(code, m))
+            }
+            ("GET", ["v1", "apps", app, "kv"]) => {
+                self.kv_call(app, |kv, now| admin_kv::list(kv, app, &req.query, now))
+            }
+            ("GET", ["v1", "apps", app, "kv", key]) => {
+                self.kv_call(app, |kv, now| admin_kv::get(kv, app, key, now))
+            }
+            ("PUT", ["v1", "apps", app, "kv", key]) => self.kv_call(app, |kv, now| {
+                admin_kv::put(
+                    kv,
+                    app,
+                    key,
+                    &req.query,
+                    &req.body,
+                    &KvLimits::of(&self.limits),
+                    now,
+                )
+            }),
+            ("DELETE", ["v1", "apps", app, "kv", key]) => {
+                self.kv_call(app, |kv, now| admin_kv::delete(kv, app, key, now))
+            }
             ("PUT", ["v1", "apps", app, "routes"]) => changed(self.put_routes(app, &req.body)),
             _ => Err(AdminError::not_found(format!(
                 "no admin route {method} {}",
@@ -236,8 +294,89 @@ impl Admin {
                 "status": "ok",
                 "revision": self.publisher.revision(),
                 "store": self.store.kind(),
+                "sdk_version": picloud_worker::engine::sdk::SDK_VERSION,
             }),
         )
+    }
+
+    /// Runs a KV admin call for an existing app.
+    fn kv_call(
+        &self,
+        app: &str,
+        call: impl FnOnce(&dyn KvStore, u64) -> admin_kv::KvReply,
+    ) -> AdminResult {
+        let kv = self.kv.as_ref().ok_or_else(|| no_service("kv"))?;
+        if self.store.get_app(app)?.is_none() {
+            return Err(AdminError::not_found(format!("no app {app:?}")));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        match call(kv.as_ref(), now) {
+            Ok((204, _)) => Ok(no_content()),
+            Ok((status, v)) => Ok(json_response(status, &v)),
+            Err((code, m)) => Err(AdminError::new(code, m)),
+        }
+    }
+
+    fn put_env(&self, app: &str, name: &str, body: &[u8]) -> AdminResult {
+        let name = picloud_core::catalog::percent_decode(name);
+        validate_env(&name, body, &self.limits)?;
+        let value = String::from_utf8_lossy(body);
+        self.store.put_env(app, &name, &value)?;
+        Ok(no_content())
+    }
+
+    fn delete_env(&self, app: &str, name: &str) -> AdminResult {
+        let name = picloud_core::catalog::percent_decode(name);
+        if self.store.delete_env(app, &name)? {
+            Ok(no_content())
+        } else {
+            Err(AdminError::not_found(format!(
+                "no variable {name:?} in app {app:?}"
+            )))
+        }
+    }
+
+    fn get_schedules(&self, app: &str) -> AdminResult {
+        let schedules = self.store.get_schedules(app)?;
+        let last: std::collections::HashMap<String, u64> =
+            self.store.schedule_last_runs(app)?.into_iter().collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let out: Vec<Value> = schedules
+            .iter()
+            .map(|s| {
+                let next = crate::scheduler::parse_cron(&s.cron)
+                    .ok()
+                    .and_then(|c| crate::scheduler::next_due_ms(&c, now));
+                json!({
+                    "name": s.name,
+                    "cron": s.cron,
+                    "script": s.script,
+                    "last_run": last.get(&s.name).map(|ms| rfc3339(*ms)),
+                    "next_run": next.map(rfc3339),
+                })
+            })
+            .collect();
+        Ok(json_response(200, &Value::Array(out)))
+    }
+
+    fn put_schedules(&self, app: &str, body: &[u8]) -> AdminResult {
+        let schedules: Vec<Schedule> = serde_json::from_slice(body)
+            .map_err(|e| AdminError::invalid(format!("schedules body: {e}")))?;
+        validate_schedules(&schedules)?;
+        self.store.put_schedules(app, &schedules)?;
+        self.get_schedules(app)
+    }
+
+    fn put_triggers(&self, app: &str, body: &[u8]) -> AdminResult {
+        let triggers: Vec<Trigger> = serde_json::from_slice(body)
+            .map_err(|e| AdminError::invalid(format!("triggers body: {e}")))?;
+        validate_triggers(&triggers)?;
+        self.store.put_triggers(app, &triggers)?;
+        Ok(json_response(200, &json!(triggers)))
     }
 
     fn metrics(&self) -> Response {
@@ -475,6 +614,12 @@ impl Admin {
             #[serde(default)]
             routes: Option<Vec<Route>>,
             #[serde(default)]
+            schedules: Option<Vec<Schedule>>,
+            #[serde(default)]
+            triggers: Option<Vec<Trigger>>,
+            #[serde(default)]
+            env: std::collections::BTreeMap<String, String>,
+            #[serde(default)]
             prune: bool,
         }
         #[derive(serde::Deserialize)]
@@ -519,22 +664,31 @@ impl Admin {
         if let Some(routes) = &body.routes {
             RouteTable::compile(routes).map_err(route_error)?;
         }
+        if let Some(schedules) = &body.schedules {
+            validate_schedules(schedules)?;
+        }
+        if let Some(triggers) = &body.triggers {
+            validate_triggers(triggers)?;
+        }
+        for (name, value) in &body.env {
+            validate_env(name, value.as_bytes(), &self.limits)?;
+        }
         let bundle = Bundle {
             config,
             scripts,
             routes: body.routes,
+            schedules: body.schedules,
+            triggers: body.triggers,
+            env: body.env.into_iter().collect(),
             prune: body.prune,
         };
-        // Import errors as 422 at the import, before the store's own (transactional) check.
-        let current = self.store.get_app(app)?;
-        let (scripts_now, routes_now) = match &current {
-            Some(_) => (self.store.list_scripts(app)?, self.store.get_routes(app)?),
-            None => (Vec::new(), Vec::new()),
-        };
-        let current = current
-            .as_ref()
-            .map(|a| (&a.config, scripts_now.as_slice(), routes_now.as_slice()));
-        if let Err(StoreError::Invalid(_)) = plan_deploy(current, &bundle) {
+        // Import errors as 422 at the import, before the store's own (transactional) check of
+        // the whole bundle.
+        if self.store.get_app(app)?.is_some() || !bundle.scripts.is_empty() {
+            let (scripts_now, routes_now) = match self.store.get_app(app)? {
+                Some(_) => (self.store.list_scripts(app)?, self.store.get_routes(app)?),
+                None => (Vec::new(), Vec::new()),
+            };
             let mut state = app_state(&scripts_now, &routes_now);
             for (name, w) in &bundle.scripts {
                 state
@@ -573,9 +727,66 @@ impl Admin {
                 },
                 "routes_changed": done.routes_changed,
                 "config_changed": done.config_changed,
+                "schedules_changed": done.schedules_changed,
+                "triggers_changed": done.triggers_changed,
+                "env_changed": done.env_changed,
             }),
         ))
     }
+}
+
+fn no_service(what: &str) -> AdminError {
+    AdminError::not_found(format!("this node has no {what} service"))
+}
+
+/// Checks a schedule table: unique names of script-name shape, cron expressions that parse.
+fn validate_schedules(schedules: &[Schedule]) -> Result<(), AdminError> {
+    let mut names = std::collections::BTreeSet::new();
+    for s in schedules {
+        validate_script_name(&s.name).map_err(|e| AdminError::invalid(format!("schedule: {e}")))?;
+        if !names.insert(s.name.as_str()) {
+            return Err(AdminError::invalid(format!(
+                "schedule {:?} appears twice",
+                s.name
+            )));
+        }
+        crate::scheduler::parse_cron(&s.cron)
+            .map_err(|e| AdminError::invalid(format!("schedule {:?}: {e}", s.name)))?;
+    }
+    Ok(())
+}
+
+/// Checks a trigger table: event names of 1–128 bytes, no duplicate (event, script).
+fn validate_triggers(triggers: &[Trigger]) -> Result<(), AdminError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for t in triggers {
+        if t.event.is_empty() || t.event.len() > 128 {
+            return Err(AdminError::invalid(format!(
+                "trigger event {:?} must be 1-128 bytes",
+                t.event
+            )));
+        }
+        if !seen.insert((t.event.as_str(), t.script.as_str())) {
+            return Err(AdminError::invalid(format!(
+                "trigger {:?} → {:?} appears twice",
+                t.event, t.script
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a variable's name and value (UTF-8, at most `string_bytes_max`).
+fn validate_env(name: &str, value: &[u8], limits: &Limits) -> Result<(), AdminError> {
+    validate_env_name(name).map_err(AdminError::invalid)?;
+    if value.len() > limits.string_bytes_max {
+        return Err(AdminError::new(
+            ErrorCode::TooLarge,
+            format!("variable {name} is over {} bytes", limits.string_bytes_max),
+        ));
+    }
+    std::str::from_utf8(value).map_err(|_| AdminError::invalid("variable values must be UTF-8"))?;
+    Ok(())
 }
 
 /// A compile or analysis failure as the admin API's 422.

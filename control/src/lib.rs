@@ -4,19 +4,25 @@
 //! Owns: configuration ([`config`]), the stores ([`store`]), admin tokens ([`auth`]), the
 //! admin API ([`admin`], with its KV helpers in [`admin_kv`]), catalog publishing
 //! ([`publish`]), the
-//! PostgreSQL sync daemon ([`sync`]), assembling a node ([`node`]),
-//! the `check` subcommand ([`check`]) and the `deploy` subcommand, a client of the admin API
-//! ([`deploy`]).
+//! PostgreSQL sync daemon ([`sync`]), cron schedules ([`scheduler`]), assembling a node
+//! ([`node`]),
+//! the `check` subcommand ([`check`]), the `deploy` and `logs` subcommands, clients of the
+//! admin API ([`deploy`], [`logs_cli`]), and invocation records: the writer thread between the
+//! engines and the store ([`invocations`]) and their admin endpoint ([`admin_logs`]).
 //! Does not own: the data plane (picloud-worker) or the vocabulary (picloud-core). It never runs
 //! a script on a request of its own.
 
 pub mod admin;
 pub mod admin_kv;
+pub mod admin_logs;
 pub mod auth;
 pub mod check;
 pub mod config;
 pub mod deploy;
+pub mod invocations;
+pub mod logs_cli;
 pub mod node;
 pub mod publish;
+pub mod scheduler;
 pub mod store;
 pub mod sync;

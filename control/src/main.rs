@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use picloud_control::{check, config, deploy, node, store};
+use picloud_control::{check, config, deploy, logs_cli, node, store};
 
 const USAGE: &str = "\
 usage: picloud <command> [options]
@@ -17,6 +17,8 @@ commands:
   check FILE.rhai   compile a script under the production engine settings
   deploy DIR        push an app folder (picloud.toml + *.rhai) to a node in one atomic call
                     [--prune] [--url URL] [--token TOKEN]; PICLOUD_URL, PICLOUD_TOKEN
+  logs APP          print an app's latest invocations and their log lines
+                    [--follow] [--limit N] [--url URL] [--token TOKEN]
   help              show this help
 
 run `picloud serve --help` for every option and its variable.";
@@ -55,12 +57,7 @@ fn main() -> ExitCode {
             }
         },
         "deploy" => deploy::run(rest, &|k| std::env::var(k).ok()),
-        "logs" => {
-            eprintln!(
-                "picloud: `{command}` is not available in this build yet (see README, roadmap)"
-            );
-            ExitCode::from(2)
-        }
+        "logs" => logs_cli::run(rest, &|k| std::env::var(k).ok()),
         other => {
             eprintln!("picloud: unknown command {other:?}\n\n{USAGE}");
             ExitCode::from(2)

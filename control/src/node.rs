@@ -14,15 +14,20 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use picloud_core::services::{KvStore, LogStore};
 use picloud_core::{ErrorCode, Limits, Store};
 use picloud_worker::dispatch::{Dispatcher, Live};
-use picloud_worker::engine::{Pool, ReplyChannel, ReplyTx};
+use picloud_worker::engine::sdk::Services;
+use picloud_worker::engine::{Pool, PoolConfig, ReplyChannel, ReplyTx};
 use picloud_worker::http::{self, Handler, Request, Response, ServerHandle};
 
 use crate::admin::Admin;
 use crate::auth::{self, TokenSet};
 use crate::config::Settings;
+use crate::invocations::LogWriter;
 use crate::publish::Publisher;
+use crate::scheduler::Scheduler;
+use crate::store::postgres_kv::PgKv;
 use crate::store::{EmbeddedStore, PgStore};
 use crate::sync::SyncDaemon;
 
@@ -92,6 +97,8 @@ pub struct Node {
     control_tx: Sender<ControlMsg>,
     control: JoinHandle<()>,
     sync: Option<SyncDaemon>,
+    scheduler: Scheduler,
+    log_writer: LogWriter,
     store_kind: &'static str,
     live: Live,
 }
@@ -101,26 +108,48 @@ impl Node {
     pub fn start(settings: &Settings) -> anyhow::Result<Started> {
         http::configure_runtime(settings.io_threads);
         let limits = &settings.limits;
-        let (store, pg): (Arc<dyn Store>, Option<Arc<PgStore>>) = match &settings.database_url {
+        // The store, and the SDK's services on it: KV (PostgreSQL: its own small pool, at
+        // most one connection per engine thread) and the invocation log.
+        type Stores = (
+            Arc<dyn Store>,
+            Option<Arc<PgStore>>,
+            Arc<dyn KvStore>,
+            Arc<dyn LogStore>,
+        );
+        let (store, pg, kv, logs): Stores = match &settings.database_url {
             Some(url) => {
                 // Connecting applies pending migrations (under an advisory lock).
                 let pg =
                     Arc::new(PgStore::connect(url, limits).context("connecting to PostgreSQL")?);
-                (pg.clone(), Some(pg))
+                let kv = Arc::new(PgKv::new(&pg, settings.workers.max(1), limits));
+                (pg.clone(), Some(pg.clone()), kv, pg)
             }
-            None => (
-                Arc::new(
+            None => {
+                let embedded = Arc::new(
                     EmbeddedStore::open(&settings.data_dir)
                         .with_context(|| format!("opening {}", settings.data_dir.display()))?,
-                ),
-                None,
-            ),
+                );
+                (embedded.clone(), None, embedded.clone(), embedded)
+            }
         };
         let generated_token =
             auth::ensure_admin_token(store.as_ref(), settings.admin_token.as_deref())?;
         let tokens = TokenSet::load(store.as_ref())?;
 
-        let pool = Pool::start(settings.workers, limits);
+        let (log_writer, sink) =
+            LogWriter::start(logs.clone(), limits).context("spawning the log writer")?;
+        let pool = Pool::start_with(
+            PoolConfig {
+                services: Arc::new(Services {
+                    kv: Some(kv.clone()),
+                    events: Default::default(),
+                }),
+                sink: Some(sink),
+                ..PoolConfig::new(settings.workers)
+            },
+            limits,
+        )
+        .context("starting the engine pool")?;
         let live = Live::default();
         let publisher = Arc::new(Publisher::new(store.clone(), live.clone(), limits.clone()));
         publisher.publish().context("loading the catalog")?;
@@ -133,6 +162,16 @@ impl Node {
             ),
             None => None,
         };
+        let (sched_tx, sched_rx) = crossbeam_channel::bounded(1);
+        publisher.watch(sched_tx.clone());
+        let scheduler = Scheduler::start(
+            live.clone(),
+            store.clone(),
+            pool.submitter(),
+            sched_tx,
+            sched_rx,
+        )
+        .context("spawning the scheduler")?;
 
         let public_listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding public address {}", settings.listen))?;
@@ -150,7 +189,8 @@ impl Node {
             publisher,
             pool.ast_cache(),
             limits.clone(),
-        );
+        )
+        .with_services(kv, logs);
         let control = std::thread::Builder::new()
             .name("picloud-control".into())
             .spawn(move || control_loop(&admin, &control_rx))
@@ -172,6 +212,8 @@ impl Node {
                 control_tx,
                 control,
                 sync,
+                scheduler,
+                log_writer,
                 store_kind: store.kind(),
                 live,
             },
@@ -224,7 +266,13 @@ impl Node {
         if let Some(sync) = self.sync {
             sync.stop();
         }
+        self.scheduler.stop();
         self.pool.shutdown();
+        // After the engines: the records of the last runs are written before exit.
+        let mut log_writer = self.log_writer;
+        if !log_writer.stop() {
+            log::warn!("the invocation log writer did not finish in time");
+        }
         log::info!("stopped");
     }
 }

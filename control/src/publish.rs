@@ -24,6 +24,9 @@ pub struct Publisher {
     limits: Limits,
     /// What the live catalog was built from.
     published: Mutex<Snapshot>,
+    /// Told (without blocking) after every swap: the scheduler, whose schedules may have
+    /// changed.
+    watchers: Mutex<Vec<crossbeam_channel::Sender<()>>>,
 }
 
 impl Publisher {
@@ -37,7 +40,14 @@ impl Publisher {
                 revision: 0,
                 apps: Vec::new(),
             }),
+            watchers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Sends `()` on `tx` after every catalog swap (dropped when the channel is full: one
+    /// pending wake-up is enough).
+    pub fn watch(&self, tx: crossbeam_channel::Sender<()>) {
+        self.watchers.lock().push(tx);
     }
 
     /// Catches up with the store: reads what changed since the published revision and, if
@@ -81,6 +91,9 @@ impl Publisher {
         );
         let revision = catalog.revision;
         self.live.swap(catalog);
+        for w in self.watchers.lock().iter() {
+            let _ = w.try_send(());
+        }
         Ok(revision)
     }
 

@@ -67,6 +67,53 @@ pub struct CatalogApp {
     pub scripts: HashMap<String, Arc<CatalogScript>>,
     /// The compiled route table.
     pub routes: RouteTable,
+    /// Variables and secrets for `env::get`.
+    pub env: Env,
+    /// Event name → the scripts it triggers, in stored order.
+    pub triggers: HashMap<String, Vec<Arc<CatalogScript>>>,
+    /// Cron schedules.
+    pub schedules: Vec<crate::services::Schedule>,
+}
+
+impl CatalogApp {
+    /// An app with no scripts, routes, variables, triggers or schedules (tests, benches).
+    pub fn new(name: &str, debug: bool, limits: Limits) -> CatalogApp {
+        CatalogApp {
+            name: name.to_string(),
+            debug,
+            limits,
+            scripts: HashMap::new(),
+            routes: RouteTable::default(),
+            env: Env::default(),
+            triggers: HashMap::new(),
+            schedules: Vec::new(),
+        }
+    }
+}
+
+/// An app's variables and secrets. Its `Debug` shows names only, so a logged catalog never
+/// shows a value.
+#[derive(Default, Clone)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    /// The variables of `pairs`.
+    pub fn new(pairs: &[(String, String)]) -> Env {
+        Env(pairs.iter().cloned().collect())
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        f.debug_struct("Env").field("names", &names).finish()
+    }
 }
 
 /// Why a route table cannot be used.
@@ -390,12 +437,28 @@ impl Catalog {
                 warnings.push(format!("app {}: route table not served: {e}", sa.app.name));
                 RouteTable::default()
             });
+            let mut triggers: HashMap<String, Vec<Arc<CatalogScript>>> = HashMap::new();
+            for t in &sa.triggers {
+                match scripts.get(&t.script) {
+                    Some(script) if script.kind == ScriptKind::Endpoint => triggers
+                        .entry(t.event.clone())
+                        .or_default()
+                        .push(script.clone()),
+                    _ => warnings.push(format!(
+                        "app {}: trigger {:?} names no endpoint script {:?}",
+                        sa.app.name, t.event, t.script
+                    )),
+                }
+            }
             let app = Arc::new(CatalogApp {
                 name: sa.app.name.clone(),
                 debug: sa.app.config.debug,
                 limits: node_limits.with_overrides(&sa.app.config.limits),
                 scripts,
                 routes,
+                env: Env::new(&sa.env),
+                triggers,
+                schedules: sa.schedules.clone(),
             });
             for h in &sa.app.config.hosts {
                 catalog.hosts.insert(h.clone(), app.clone());
@@ -403,6 +466,11 @@ impl Catalog {
             catalog.apps.insert(app.name.clone(), app);
         }
         (catalog, warnings)
+    }
+
+    /// Every app, in no particular order.
+    pub fn apps(&self) -> impl Iterator<Item = &Arc<CatalogApp>> {
+        self.apps.values()
     }
 
     /// An app by name.

@@ -89,6 +89,22 @@ pub fn validate_module_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Variable names (`env::get(NAME)`): 1–128 of `A-Z a-z 0-9 _`, not starting with a digit,
+/// like shell variables.
+pub fn validate_env_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "variable name {name:?} must be 1-128 of A-Z, a-z, 0-9 or _ and not start with a digit"
+        ))
+    }
+}
+
 fn validate_name(what: &str, name: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
     let shape = || {
         format!(

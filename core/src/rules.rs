@@ -2,7 +2,7 @@
 //! an app would have after a change.
 //!
 //! Owns: what makes an app's state valid, in one place for every store and the admin API:
-//! - every route names an existing endpoint script;
+//! - every route, cron schedule and event trigger names an existing endpoint script;
 //! - every import names an existing module of the same app;
 //! - the import graph has no cycle (self-imports included) and no chain deeper than
 //!   [`IMPORT_DEPTH_MAX`] imports.
@@ -29,6 +29,9 @@ pub struct AppState {
     pub scripts: BTreeMap<String, (ScriptKind, Vec<String>)>,
     /// The route table.
     pub routes: Vec<Route>,
+    /// Other things that run an endpoint script, as (label, script): cron schedules
+    /// (`schedule NAME`) and event triggers (`trigger EVENT`). Same rule as routes.
+    pub runners: Vec<(String, String)>,
 }
 
 /// A broken rule.
@@ -102,19 +105,23 @@ impl std::fmt::Display for Violation {
 /// Checks every rule; returns the first violation found (routes first, then imports, then
 /// the graph, each in name order, so the answer is deterministic).
 pub fn check(state: &AppState) -> Result<(), Violation> {
-    for r in &state.routes {
-        let route = || format!("{} {}", r.method.as_str(), r.path);
-        match state.scripts.get(&r.script) {
+    let runs = state
+        .routes
+        .iter()
+        .map(|r| (format!("{} {}", r.method.as_str(), r.path), &r.script))
+        .chain(state.runners.iter().map(|(label, s)| (label.clone(), s)));
+    for (route, script) in runs {
+        match state.scripts.get(script) {
             None => {
                 return Err(Violation::RouteToMissing {
-                    route: route(),
-                    script: r.script.clone(),
+                    route,
+                    script: script.clone(),
                 });
             }
             Some((ScriptKind::Module, _)) => {
                 return Err(Violation::RouteToModule {
-                    route: route(),
-                    script: r.script.clone(),
+                    route,
+                    script: script.clone(),
                 });
             }
             Some((ScriptKind::Endpoint, _)) => {}
@@ -232,6 +239,7 @@ mod tests {
                     script: s.to_string(),
                 })
                 .collect(),
+            runners: Vec::new(),
         }
     }
 
@@ -289,6 +297,7 @@ mod tests {
             AppState {
                 scripts: scripts.into_iter().collect(),
                 routes: Vec::new(),
+                runners: Vec::new(),
             }
         };
         assert_eq!(check(&chain(8)), Ok(()));

@@ -15,6 +15,7 @@
 use crate::ErrorCode;
 use crate::model::{AppConfig, AppInfo, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
 use crate::rules::{AppState, Violation};
+use crate::services::{Schedule, Trigger};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +138,12 @@ pub struct Bundle {
     pub scripts: Vec<(String, ScriptWrite)>,
     /// Replaces the route table; `None` keeps it.
     pub routes: Option<Vec<Route>>,
+    /// Replaces the cron schedules; `None` keeps them.
+    pub schedules: Option<Vec<Schedule>>,
+    /// Replaces the event triggers; `None` keeps them.
+    pub triggers: Option<Vec<Trigger>>,
+    /// Sets these variables (others are kept).
+    pub env: Vec<(String, String)>,
     /// Deletes the app's scripts that are not in the bundle.
     pub prune: bool,
 }
@@ -160,6 +167,12 @@ pub struct Deployed {
     pub routes_changed: bool,
     /// The app's configuration changed.
     pub config_changed: bool,
+    /// The schedules were replaced with different ones.
+    pub schedules_changed: bool,
+    /// The triggers were replaced with different ones.
+    pub triggers_changed: bool,
+    /// Names of the variables set to a new value, sorted.
+    pub env_changed: Vec<String>,
 }
 
 /// A script's current version with its source.
@@ -180,6 +193,13 @@ pub struct SnapshotApp {
     pub scripts: Vec<Script>,
     /// Its route table, in stored order.
     pub routes: Vec<Route>,
+    /// Its variables and secrets, by name (sorted). Served to scripts by `env::get`, never
+    /// shown by any API.
+    pub env: Vec<(String, String)>,
+    /// Its cron schedules, by name.
+    pub schedules: Vec<crate::services::Schedule>,
+    /// Its event triggers, in stored order.
+    pub triggers: Vec<crate::services::Trigger>,
 }
 
 /// Everything stored at one revision, read in one transaction.
@@ -331,6 +351,38 @@ pub trait Store: Send + Sync {
     /// An app's route table. `NotFound` if the app is missing.
     fn get_routes(&self, app: &str) -> StoreResult<Vec<Route>>;
 
+    /// Sets variable `name` of `app` to `value` (a change: bumps the revision). Returns whether
+    /// it was created. `NotFound` if the app is missing.
+    fn put_env(&self, app: &str, name: &str, value: &str) -> StoreResult<bool>;
+
+    /// Deletes variable `name`; `Ok(false)` if it did not exist. `NotFound` if the app is
+    /// missing.
+    fn delete_env(&self, app: &str, name: &str) -> StoreResult<bool>;
+
+    /// The names of `app`'s variables, sorted (never the values).
+    fn env_names(&self, app: &str) -> StoreResult<Vec<String>>;
+
+    /// Replaces `app`'s cron schedules (names unique, each naming an endpoint script: the
+    /// rules apply). Returns the revision. Callers validate the cron expressions.
+    fn put_schedules(&self, app: &str, schedules: &[Schedule]) -> StoreResult<u64>;
+
+    /// `app`'s schedules, in stored order.
+    fn get_schedules(&self, app: &str) -> StoreResult<Vec<Schedule>>;
+
+    /// Replaces `app`'s event triggers (each naming an endpoint script). Returns the revision.
+    fn put_triggers(&self, app: &str, triggers: &[Trigger]) -> StoreResult<u64>;
+
+    /// `app`'s triggers, in stored order.
+    fn get_triggers(&self, app: &str) -> StoreResult<Vec<Trigger>>;
+
+    /// Claims the run of schedule `name` of `app` due at `due_ms`: `true` for exactly one
+    /// caller per due time across every node sharing the store (the last run moves forward
+    /// only). Not a change of the catalog: no revision. `false` also if the app is gone.
+    fn claim_schedule_run(&self, app: &str, name: &str, due_ms: u64) -> StoreResult<bool>;
+
+    /// When each of `app`'s schedules last ran (claimed), by name.
+    fn schedule_last_runs(&self, app: &str) -> StoreResult<Vec<(String, u64)>>;
+
     /// Hashes of the admin tokens that are valid (never the tokens themselves).
     fn admin_token_hashes(&self) -> StoreResult<Vec<String>>;
 
@@ -338,7 +390,8 @@ pub trait Store: Send + Sync {
     fn add_admin_token_hash(&self, hash: &str) -> StoreResult<()>;
 }
 
-/// The rules' view of an app: its scripts (kind and imports) and routes.
+/// The rules' view of an app: its scripts (kind and imports) and routes. Stores add the
+/// schedules and triggers with [`runners`].
 pub fn app_state(scripts: &[ScriptInfo], routes: &[Route]) -> AppState {
     AppState {
         scripts: scripts
@@ -346,7 +399,24 @@ pub fn app_state(scripts: &[ScriptInfo], routes: &[Route]) -> AppState {
             .map(|s| (s.name.clone(), (s.kind, s.imports.clone())))
             .collect(),
         routes: routes.to_vec(),
+        runners: Vec::new(),
     }
+}
+
+/// The (label, script) pairs of schedules and triggers, for [`AppState::runners`].
+pub fn runners(
+    schedules: &[crate::services::Schedule],
+    triggers: &[crate::services::Trigger],
+) -> Vec<(String, String)> {
+    schedules
+        .iter()
+        .map(|s| (format!("schedule {}", s.name), s.script.clone()))
+        .chain(
+            triggers
+                .iter()
+                .map(|t| (format!("trigger {}", t.event), t.script.clone())),
+        )
+        .collect()
 }
 
 /// What a store must do to apply a [`Bundle`], worked out by [`plan_deploy`].
@@ -360,6 +430,12 @@ pub struct DeployPlan {
     pub config: Option<AppConfig>,
     /// The route table to store, if it changes.
     pub routes: Option<Vec<Route>>,
+    /// The schedules to store, if they change.
+    pub schedules: Option<Vec<Schedule>>,
+    /// The triggers to store, if they change.
+    pub triggers: Option<Vec<Trigger>>,
+    /// Variables to set.
+    pub env: Vec<(String, String)>,
     /// The report, without the revision (the store fills it in).
     pub report: Deployed,
 }
@@ -371,26 +447,51 @@ impl DeployPlan {
             || !self.deletes.is_empty()
             || self.config.is_some()
             || self.routes.is_some()
+            || self.schedules.is_some()
+            || self.triggers.is_some()
+            || !self.env.is_empty()
     }
 }
 
+/// An app as stored, for [`plan_deploy`].
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentApp<'a> {
+    /// Its configuration.
+    pub config: &'a AppConfig,
+    /// Its scripts (current versions, with imports).
+    pub scripts: &'a [ScriptInfo],
+    /// Its route table.
+    pub routes: &'a [Route],
+    /// Its schedules.
+    pub schedules: &'a [Schedule],
+    /// Its triggers.
+    pub triggers: &'a [Trigger],
+    /// Its variables.
+    pub env: &'a [(String, String)],
+}
+
 /// Works out what applying `bundle` to an app changes, and checks the rules on the state after
-/// it. `current` is `None` for an app that does not exist yet, else its configuration, scripts
-/// and routes as stored. Pure: stores call it inside their write transaction and then apply
-/// the plan with their own primitives, so both stores deploy by the same rules.
-pub fn plan_deploy(
-    current: Option<(&AppConfig, &[ScriptInfo], &[Route])>,
-    bundle: &Bundle,
-) -> StoreResult<DeployPlan> {
-    let (config, scripts, routes): (Option<&AppConfig>, &[ScriptInfo], &[Route]) = match current {
-        Some((c, s, r)) => (Some(c), s, r),
-        None => (None, &[], &[]),
+/// it. `current` is `None` for an app that does not exist yet. Pure: stores call it inside
+/// their write transaction and then apply the plan with their own primitives, so both stores
+/// deploy by the same rules.
+pub fn plan_deploy(current: Option<CurrentApp<'_>>, bundle: &Bundle) -> StoreResult<DeployPlan> {
+    let (config, scripts, routes) = match &current {
+        Some(c) => (Some(c.config), c.scripts, c.routes),
+        None => (None, &[][..], &[][..]),
+    };
+    let (schedules, triggers, env) = match &current {
+        Some(c) => (c.schedules, c.triggers, c.env),
+        None => (&[][..], &[][..], &[][..]),
     };
     let mut report = Deployed {
         app_created: current.is_none(),
         ..Deployed::default()
     };
     let mut state = app_state(scripts, routes);
+    state.runners = runners(
+        bundle.schedules.as_deref().unwrap_or(schedules),
+        bundle.triggers.as_deref().unwrap_or(triggers),
+    );
     let mut writes = Vec::new();
     let mut in_bundle = std::collections::BTreeSet::new();
     for (name, write) in &bundle.scripts {
@@ -442,6 +543,28 @@ pub fn plan_deploy(
         (None, Some(_)) => None,
     };
     report.config_changed = new_config.is_some() && current.is_some();
+    let new_schedules = match &bundle.schedules {
+        Some(s) if s.as_slice() != schedules => {
+            report.schedules_changed = true;
+            Some(s.clone())
+        }
+        _ => None,
+    };
+    let new_triggers = match &bundle.triggers {
+        Some(t) if t.as_slice() != triggers => {
+            report.triggers_changed = true;
+            Some(t.clone())
+        }
+        _ => None,
+    };
+    let new_env: Vec<(String, String)> = bundle
+        .env
+        .iter()
+        .filter(|(k, v)| !env.iter().any(|(ek, ev)| ek == k && ev == v))
+        .cloned()
+        .collect();
+    report.env_changed = new_env.iter().map(|(k, _)| k.clone()).collect();
+    report.env_changed.sort();
     check_rules(&state, Op::Deploy)?;
     for list in [
         &mut report.created,
@@ -456,6 +579,9 @@ pub fn plan_deploy(
         deletes,
         config: new_config,
         routes: new_routes,
+        schedules: new_schedules,
+        triggers: new_triggers,
+        env: new_env,
         report,
     })
 }

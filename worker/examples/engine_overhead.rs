@@ -8,13 +8,12 @@
 //!
 //! Run: `cargo run --release -p picloud-worker --example engine_overhead`. Owns nothing else.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind};
+use picloud_core::{CatalogApp, CatalogScript, Limits, ScriptKind};
 use picloud_worker::engine::{
-    ENGINE_STACK_BYTES, InlineRunner, Job, Pool, PoolConfig, ReplyChannel, ScriptRequest,
+    ENGINE_STACK_BYTES, InlineRunner, Job, Origin, Pool, PoolConfig, ReplyChannel, ScriptRequest,
 };
 use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine};
@@ -24,13 +23,7 @@ const HELLO_REQ: &str = r#"`hello ${request.query.name} from ${request.headers["
 const FIB: &str = "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } } fib(20)";
 
 fn app(limits: &Limits) -> Arc<CatalogApp> {
-    Arc::new(CatalogApp {
-        name: "bench".into(),
-        debug: false,
-        limits: limits.clone(),
-        scripts: HashMap::new(),
-        routes: RouteTable::default(),
-    })
+    Arc::new(CatalogApp::new("bench", false, limits.clone()))
 }
 
 fn script(source: &str) -> Arc<CatalogScript> {
@@ -173,7 +166,8 @@ fn measure() {
             app: app.clone(),
             script: hello.clone(),
             request: request(i),
-            reply: replies.sender(),
+            reply: Some(replies.sender()),
+            origin: Origin::Http,
         };
         assert!(pool.try_submit(job).is_ok());
         std::hint::black_box(replies.recv());
@@ -193,7 +187,8 @@ fn measure() {
                     app: app.clone(),
                     script: hello.clone(),
                     request: request(sent),
-                    reply: ch.sender(),
+                    reply: Some(ch.sender()),
+                    origin: Origin::Http,
                 };
                 assert!(pool.try_submit(job).is_ok());
             }
@@ -230,7 +225,8 @@ fn measure() {
             app: app.clone(),
             script: fib.clone(),
             request: request(round),
-            reply: replies.sender(),
+            reply: Some(replies.sender()),
+            origin: Origin::Http,
         };
         assert!(pool.try_submit(job).is_ok());
         assert_eq!(replies.recv().body, b"6765");

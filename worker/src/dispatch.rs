@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use picloud_core::{ErrorCode, Resolution};
 use serde_json::Value;
 
-use crate::engine::{Job, ReplyChannel, ScriptRequest, Submitter};
+use crate::engine::{Job, Origin, ReplyChannel, ScriptRequest, Submitter};
 use crate::errors::error_response;
 use crate::http::{Handler, Request, Response};
 use crate::metrics;
@@ -134,11 +134,14 @@ impl Dispatcher {
                 headers: req.headers,
                 body: req.body,
             },
-            reply: reply.sender(),
+            reply: Some(reply.sender()),
+            origin: Origin::Http,
         };
         if let Err(job) = self.submitter.try_submit(job) {
             // We answer this request ourselves; no fallback reply is wanted.
-            job.reply.cancel();
+            if let Some(r) = job.reply {
+                r.cancel();
+            }
             metrics::count_overloaded();
             return error_response(
                 ErrorCode::Overloaded,

@@ -6,23 +6,16 @@
 //! Owns: limit enforcement tests. Does not own: the response contract (`scripts.rs`).
 //! Timing assertions are only of the form "a short deadline ends the script well under 1 s".
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind};
-use picloud_worker::engine::{Job, Pool, PoolConfig, ReplyChannel, ScriptRequest};
+use picloud_core::{CatalogApp, CatalogScript, Limits, ScriptKind};
+use picloud_worker::engine::{Job, Origin, Pool, PoolConfig, ReplyChannel, ScriptRequest};
 use picloud_worker::http::Response;
 
 fn job(source: &str, limits: Limits, replies: &ReplyChannel) -> Job {
     Job {
-        app: Arc::new(CatalogApp {
-            name: "app".into(),
-            debug: true,
-            limits,
-            scripts: HashMap::new(),
-            routes: RouteTable::default(),
-        }),
+        app: Arc::new(CatalogApp::new("app", true, limits)),
         script: Arc::new(CatalogScript::new("main", ScriptKind::Endpoint, source)),
         request: ScriptRequest {
             id: "req-1".into(),
@@ -30,7 +23,8 @@ fn job(source: &str, limits: Limits, replies: &ReplyChannel) -> Job {
             path: "/".into(),
             ..ScriptRequest::default()
         },
-        reply: replies.sender(),
+        reply: Some(replies.sender()),
+        origin: Origin::Http,
     }
 }
 
@@ -322,7 +316,9 @@ fn full_queue_refuses_at_once() {
                     started.elapsed() < Duration::from_millis(100),
                     "try_submit blocked"
                 );
-                job.reply.cancel();
+                if let Some(r) = job.reply {
+                    r.cancel();
+                }
                 refused += 1;
             }
         }

@@ -23,12 +23,11 @@
 //!   `body-contains TEXT`                     substring of the body
 //! Every response is also checked for `x-request-id: req-1` (the id the runner uses).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use picloud_core::{CatalogApp, CatalogScript, Limits, RouteTable, ScriptKind};
-use picloud_worker::engine::{Job, Pool, ReplyChannel, ScriptRequest};
+use picloud_core::{CatalogApp, CatalogScript, Limits, ScriptKind};
+use picloud_worker::engine::{Job, Origin, Pool, ReplyChannel, ScriptRequest};
 use picloud_worker::http::Response;
 
 const REQUEST_ID: &str = "req-1";
@@ -158,13 +157,7 @@ fn app_limits(overrides: &[(String, u64)]) -> Limits {
 /// reply.
 fn run(pool: &Pool, source: &str, case: &Case) -> Response {
     let script = Arc::new(CatalogScript::new("main", ScriptKind::Endpoint, source));
-    let app = Arc::new(CatalogApp {
-        name: "app".into(),
-        debug: case.debug,
-        limits: app_limits(&case.limits),
-        scripts: HashMap::new(),
-        routes: RouteTable::default(),
-    });
+    let app = Arc::new(CatalogApp::new("app", case.debug, app_limits(&case.limits)));
     let method = if case.method.is_empty() {
         "GET"
     } else {
@@ -189,7 +182,8 @@ fn run(pool: &Pool, source: &str, case: &Case) -> Response {
             headers: case.headers.clone(),
             body: case.body.clone(),
         },
-        reply: replies.sender(),
+        reply: Some(replies.sender()),
+        origin: Origin::Http,
     };
     assert!(
         pool.try_submit(job).is_ok(),

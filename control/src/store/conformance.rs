@@ -1389,7 +1389,7 @@ pub fn deploy_applies_all_or_nothing(store: &dyn Store) {
             ),
         ],
         routes: Some(vec![route(Method::Get, "/", "api")]),
-        prune: false,
+        ..Bundle::default()
     };
     let before = revision(store);
     let done = ok(store.deploy("d", &bundle), "deploy");

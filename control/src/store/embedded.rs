@@ -23,6 +23,10 @@
 //! | `hosts` | host | app that claims it (one owner per host) |
 //! | `admin_tokens` | token hash | `()` |
 //! | `script_imports` | (app, script, module) | `()`: script imports module (current version) |
+//! | `env` | (app, name) | value |
+//! | `schedules` | app | JSON `[Schedule]` |
+//! | `triggers` | app | JSON `[Trigger]` |
+//! | `schedule_runs` | (app, schedule) | last claimed due time, ms (not part of the revision) |
 //!
 //! Keys are redb tuples rather than `app\0script` strings: tuples compare element by element,
 //! so no name (even one containing `\0`) can make two keys collide or leak into another app's
@@ -38,9 +42,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use picloud_core::model::{AppConfig, AppInfo, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
 use picloud_core::rules::AppState;
+use picloud_core::services::{Schedule, Trigger};
 use picloud_core::store::{
-    Bundle, Deployed, Op, Script, ScriptWrite, Snapshot, SnapshotApp, Store, StoreError,
-    StoreResult, Written, app_state, check_rules, plan_deploy,
+    Bundle, CurrentApp, DeployPlan, Deployed, Op, Script, ScriptWrite, Snapshot, SnapshotApp,
+    Store, StoreError, StoreResult, Written, app_state, check_rules, plan_deploy, runners,
 };
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
@@ -51,9 +56,10 @@ use redb::{
 pub const DB_FILE_NAME: &str = "picloud.redb";
 
 /// Version of the table layout described in the module docs. A file with an unknown version is
-/// refused at open rather than misread. Version 1 lacked `script_imports`; opening it adds the
-/// (empty: version 1 could not import) table.
-pub const SCHEMA_VERSION: u64 = 2;
+/// refused at open rather than misread. Versions 1 and 2 lacked tables added since
+/// (`script_imports`; `env`, `schedules`, `triggers`, `schedule_runs`); opening such a file adds
+/// them, empty (those versions had no such data).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Upper bound of redb's page cache. redb's default is 1 GiB, too much for a small board; the
 /// whole control-plane data set (scripts and routes) is normally a few MiB.
@@ -77,6 +83,10 @@ const ADMIN_TOKENS: TableDefinition<&str, ()> = TableDefinition::new("admin_toke
 /// (app, script, module).
 type ImportKey = (&'static str, &'static str, &'static str);
 const IMPORTS: TableDefinition<ImportKey, ()> = TableDefinition::new("script_imports");
+const ENV: TableDefinition<(&str, &str), &str> = TableDefinition::new("env");
+const SCHEDULES: TableDefinition<&str, &str> = TableDefinition::new("schedules");
+const TRIGGERS: TableDefinition<&str, &str> = TableDefinition::new("triggers");
+const SCHEDULE_RUNS: TableDefinition<(&str, &str), u64> = TableDefinition::new("schedule_runs");
 
 const META_REVISION: &str = "revision";
 const META_SCHEMA_VERSION: &str = "schema_version";
@@ -165,7 +175,7 @@ impl EmbeddedStore {
                 }
                 Some(SCHEMA_VERSION) => false,
                 // `WriteTables::open` just created the missing table; record the upgrade.
-                Some(1) => {
+                Some(1 | 2) => {
                     t.meta
                         .insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
                         .map_err(db_err)?;
@@ -240,6 +250,10 @@ impl EmbeddedStore {
             routes: txn.open_table(ROUTES).map_err(db_err)?,
             tokens: txn.open_table(ADMIN_TOKENS).map_err(db_err)?,
             imports: txn.open_table(IMPORTS).map_err(db_err)?,
+            env: txn.open_table(ENV).map_err(db_err)?,
+            schedules: txn.open_table(SCHEDULES).map_err(db_err)?,
+            triggers: txn.open_table(TRIGGERS).map_err(db_err)?,
+            runs: txn.open_table(SCHEDULE_RUNS).map_err(db_err)?,
         };
         read(&t)
     }
@@ -265,6 +279,10 @@ pub(crate) struct WriteTables<'t> {
     hosts: redb::Table<'t, &'static str, &'static str>,
     tokens: redb::Table<'t, &'static str, ()>,
     imports: redb::Table<'t, ImportKey, ()>,
+    env: redb::Table<'t, (&'static str, &'static str), &'static str>,
+    schedules: redb::Table<'t, &'static str, &'static str>,
+    triggers: redb::Table<'t, &'static str, &'static str>,
+    runs: redb::Table<'t, (&'static str, &'static str), u64>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -279,6 +297,10 @@ impl<'t> WriteTables<'t> {
             hosts: txn.open_table(HOSTS).map_err(db_err)?,
             tokens: txn.open_table(ADMIN_TOKENS).map_err(db_err)?,
             imports: txn.open_table(IMPORTS).map_err(db_err)?,
+            env: txn.open_table(ENV).map_err(db_err)?,
+            schedules: txn.open_table(SCHEDULES).map_err(db_err)?,
+            triggers: txn.open_table(TRIGGERS).map_err(db_err)?,
+            runs: txn.open_table(SCHEDULE_RUNS).map_err(db_err)?,
         })
     }
 }
@@ -291,6 +313,10 @@ struct ReadTables {
     routes: redb::ReadOnlyTable<&'static str, &'static str>,
     tokens: redb::ReadOnlyTable<&'static str, ()>,
     imports: redb::ReadOnlyTable<ImportKey, ()>,
+    env: redb::ReadOnlyTable<(&'static str, &'static str), &'static str>,
+    schedules: redb::ReadOnlyTable<&'static str, &'static str>,
+    triggers: redb::ReadOnlyTable<&'static str, &'static str>,
+    runs: redb::ReadOnlyTable<(&'static str, &'static str), u64>,
 }
 
 // Read helpers, generic over read-only and write tables so reads inside a write transaction
@@ -506,6 +532,9 @@ impl Store for EmbeddedStore {
                     app,
                     scripts,
                     routes,
+                    env: read_env(&t.env, name)?,
+                    schedules: read_json_list(&t.schedules, name, "schedules")?,
+                    triggers: read_json_list(&t.triggers, name, "triggers")?,
                 });
             }
             Ok(Snapshot { revision, apps })
@@ -557,6 +586,15 @@ impl Store for EmbeddedStore {
                 .map_err(db_err)?;
             t.routes.remove(app).map_err(db_err)?;
             t.hosts.retain(|_, owner| owner != app).map_err(db_err)?;
+            t.env
+                .retain_in((app, "")..(next.as_str(), ""), |_, _| false)
+                .map_err(db_err)?;
+            t.schedules.remove(app).map_err(db_err)?;
+            t.triggers.remove(app).map_err(db_err)?;
+            t.runs
+                .retain_in((app, "")..(next.as_str(), ""), |_, _| false)
+                .map_err(db_err)?;
+            super::embedded_logs::purge_app(t.txn, app)?;
             super::embedded_kv::purge_app(t.txn, app)?;
             Ok(Outcome::Changed(true))
         })?;
@@ -601,7 +639,20 @@ impl Store for EmbeddedStore {
                 Some(info) => {
                     let scripts = list_app_scripts(&t.scripts, &t.imports, app)?;
                     let routes = read_routes(&t.routes, app)?;
-                    plan_deploy(Some((&info.config, &scripts, &routes)), bundle)?
+                    let schedules = read_json_list(&t.schedules, app, "schedules")?;
+                    let triggers = read_json_list(&t.triggers, app, "triggers")?;
+                    let env = read_env(&t.env, app)?;
+                    plan_deploy(
+                        Some(CurrentApp {
+                            config: &info.config,
+                            scripts: &scripts,
+                            routes: &routes,
+                            schedules: &schedules,
+                            triggers: &triggers,
+                            env: &env,
+                        }),
+                        bundle,
+                    )?
                 }
                 None => plan_deploy(None, bundle)?,
             };
@@ -620,6 +671,7 @@ impl Store for EmbeddedStore {
             if let Some(routes) = &plan.routes {
                 write_routes(t, app, routes)?;
             }
+            write_plan_extras(t, app, &plan)?;
             Ok(Outcome::Changed(plan.report))
         })?;
         Ok(Deployed { revision, ..report })
@@ -695,6 +747,113 @@ impl Store for EmbeddedStore {
         })
     }
 
+    fn put_env(&self, app: &str, name: &str, value: &str) -> StoreResult<bool> {
+        let (created, _) = self.write(|t| {
+            require_app(&t.apps, app)?;
+            let old = t.env.insert((app, name), value).map_err(db_err)?;
+            Ok(Outcome::Changed(old.is_none()))
+        })?;
+        Ok(created)
+    }
+
+    fn delete_env(&self, app: &str, name: &str) -> StoreResult<bool> {
+        let (deleted, _) = self.write(|t| {
+            require_app(&t.apps, app)?;
+            if t.env.remove((app, name)).map_err(db_err)?.is_none() {
+                return Ok(Outcome::Unchanged(false));
+            }
+            Ok(Outcome::Changed(true))
+        })?;
+        Ok(deleted)
+    }
+
+    fn env_names(&self, app: &str) -> StoreResult<Vec<String>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            Ok(read_env(&t.env, app)?.into_iter().map(|(k, _)| k).collect())
+        })
+    }
+
+    fn put_schedules(&self, app: &str, schedules: &[Schedule]) -> StoreResult<u64> {
+        let ((), revision) = self.write(|t| {
+            let mut state = read_app_state(t, app)?;
+            let triggers = read_json_list::<Trigger>(&t.triggers, app, "triggers")?;
+            state.runners = runners(schedules, &triggers);
+            check_rules(&state, Op::PutRoutes)?;
+            write_json_list(&mut t.schedules, app, schedules)?;
+            Ok(Outcome::Changed(()))
+        })?;
+        Ok(revision)
+    }
+
+    fn get_schedules(&self, app: &str) -> StoreResult<Vec<Schedule>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            read_json_list(&t.schedules, app, "schedules")
+        })
+    }
+
+    fn put_triggers(&self, app: &str, triggers: &[Trigger]) -> StoreResult<u64> {
+        let ((), revision) = self.write(|t| {
+            let mut state = read_app_state(t, app)?;
+            let schedules = read_json_list::<Schedule>(&t.schedules, app, "schedules")?;
+            state.runners = runners(&schedules, triggers);
+            check_rules(&state, Op::PutRoutes)?;
+            write_json_list(&mut t.triggers, app, triggers)?;
+            Ok(Outcome::Changed(()))
+        })?;
+        Ok(revision)
+    }
+
+    fn get_triggers(&self, app: &str) -> StoreResult<Vec<Trigger>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            read_json_list(&t.triggers, app, "triggers")
+        })
+    }
+
+    fn claim_schedule_run(&self, app: &str, name: &str, due_ms: u64) -> StoreResult<bool> {
+        // Not a catalog change: its own transaction, no revision bump.
+        let txn = self.begin_write()?;
+        let claimed = {
+            let mut t = WriteTables::open(&txn)?;
+            if read_app(&t.apps, app)?.is_none() {
+                false
+            } else {
+                let last = t.runs.get((app, name)).map_err(db_err)?.map(|g| g.value());
+                if last.is_some_and(|l| l >= due_ms) {
+                    false
+                } else {
+                    t.runs.insert((app, name), due_ms).map_err(db_err)?;
+                    true
+                }
+            }
+        };
+        if claimed {
+            txn.commit().map_err(db_err)?;
+        } else {
+            txn.abort().map_err(db_err)?;
+        }
+        Ok(claimed)
+    }
+
+    fn schedule_last_runs(&self, app: &str) -> StoreResult<Vec<(String, u64)>> {
+        self.read(|t| {
+            require_app(&t.apps, app)?;
+            let next = successor(app);
+            let mut out = Vec::new();
+            for entry in t
+                .runs
+                .range((app, "")..(next.as_str(), ""))
+                .map_err(db_err)?
+            {
+                let (k, v) = entry.map_err(db_err)?;
+                out.push((k.value().1.to_string(), v.value()));
+            }
+            Ok(out)
+        })
+    }
+
     fn admin_token_hashes(&self) -> StoreResult<Vec<String>> {
         self.read(|t| {
             let mut out = Vec::new();
@@ -726,7 +885,72 @@ impl Store for EmbeddedStore {
 fn read_app_state(t: &WriteTables<'_>, app: &str) -> StoreResult<AppState> {
     require_app(&t.apps, app)?;
     let scripts = list_app_scripts(&t.scripts, &t.imports, app)?;
-    Ok(app_state(&scripts, &read_routes(&t.routes, app)?))
+    let mut state = app_state(&scripts, &read_routes(&t.routes, app)?);
+    state.runners = runners(
+        &read_json_list::<Schedule>(&t.schedules, app, "schedules")?,
+        &read_json_list::<Trigger>(&t.triggers, app, "triggers")?,
+    );
+    Ok(state)
+}
+
+/// `app`'s variables, sorted by name.
+fn read_env(
+    env: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    app: &str,
+) -> StoreResult<Vec<(String, String)>> {
+    let next = successor(app);
+    let mut out = Vec::new();
+    for entry in env.range((app, "")..(next.as_str(), "")).map_err(db_err)? {
+        let (k, v) = entry.map_err(db_err)?;
+        out.push((k.value().1.to_string(), v.value().to_string()));
+    }
+    Ok(out)
+}
+
+/// A JSON list stored per app (schedules, triggers); absent = empty.
+fn read_json_list<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static str>,
+    app: &str,
+    what: &str,
+) -> StoreResult<Vec<T>> {
+    match table.get(app).map_err(db_err)? {
+        None => Ok(Vec::new()),
+        Some(g) => {
+            serde_json::from_str(g.value()).map_err(|e| corrupt(&format!("{what} of {app:?}"), e))
+        }
+    }
+}
+
+/// Stores a JSON list per app (an empty list is stored as no entry).
+fn write_json_list<T: serde::Serialize>(
+    table: &mut redb::Table<'_, &'static str, &'static str>,
+    app: &str,
+    list: &[T],
+) -> StoreResult<()> {
+    if list.is_empty() {
+        table.remove(app).map_err(db_err)?;
+    } else {
+        let json = serde_json::to_string(list)
+            .map_err(|e| StoreError::Internal(format!("encoding: {e}")))?;
+        table.insert(app, json.as_str()).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Applies what a deploy plan says about schedules, triggers and variables.
+fn write_plan_extras(t: &mut WriteTables<'_>, app: &str, plan: &DeployPlan) -> StoreResult<()> {
+    if let Some(schedules) = &plan.schedules {
+        write_json_list(&mut t.schedules, app, schedules)?;
+    }
+    if let Some(triggers) = &plan.triggers {
+        write_json_list(&mut t.triggers, app, triggers)?;
+    }
+    for (name, value) in &plan.env {
+        t.env
+            .insert((app, name.as_str()), value.as_str())
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Creates or replaces `app`'s configuration and host claims. `Conflict` if another app claims

@@ -46,6 +46,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_kv.sql",
         sql: include_str!("../../../migrations/0003_kv.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_invocations.sql",
+        sql: include_str!("../../../migrations/0004_invocations.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "0005_env_schedules_triggers.sql",
+        sql: include_str!("../../../migrations/0005_env_schedules_triggers.sql"),
+    },
 ];
 
 /// Key of the session-level advisory lock held while migrating: "picloud" in ASCII. Any other

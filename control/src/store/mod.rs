@@ -6,18 +6,23 @@
 //! ([`conformance`], compiled into the library so that every store's tests, in any crate, run
 //! the same checks); the per-app key-value store ([`picloud_core::services::KvStore`]) for
 //! both stores ([`embedded_kv`], [`postgres_kv`], sharing bounds and messages in
-//! [`kv_common`]) with its conformance suite ([`kv_conformance`]).
+//! [`kv_common`]) with its conformance suite ([`kv_conformance`]); invocation records
+//! ([`picloud_core::services::LogStore`]) for both stores ([`embedded_logs`],
+//! [`postgres_logs`]) with their own conformance suite ([`log_conformance`]).
 //! Does not own: the trait and its rules (`picloud_core::store`), name or route-table
 //! validation (callers do that before writing), or deciding which store a node uses (config).
 
 pub mod conformance;
 pub mod embedded;
 pub mod embedded_kv;
+pub mod embedded_logs;
 pub mod kv_common;
 pub mod kv_conformance;
+pub mod log_conformance;
 pub mod migrate;
 pub mod postgres;
 pub mod postgres_kv;
+pub mod postgres_logs;
 
 pub use embedded::EmbeddedStore;
 pub use postgres::PgStore;

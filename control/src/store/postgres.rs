@@ -34,9 +34,10 @@ use picloud_core::model::{
     AppConfig, AppInfo, Method, Route, ScriptInfo, ScriptKind, ScriptVersionInfo,
 };
 use picloud_core::rules::AppState;
+use picloud_core::services::{Schedule, Trigger};
 use picloud_core::store::{
-    Bundle, Delta, Deployed, Op, Script, ScriptWrite, Snapshot, SnapshotApp, Store, StoreError,
-    StoreResult, Written, app_state, check_rules, plan_deploy,
+    Bundle, CurrentApp, Delta, Deployed, Op, Script, ScriptWrite, Snapshot, SnapshotApp, Store,
+    StoreError, StoreResult, Written, app_state, check_rules, plan_deploy, runners,
 };
 use postgres::error::SqlState;
 use postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
@@ -156,8 +157,12 @@ impl PgStore {
     }
 
     /// Runs `f` on the connection, opening it first if needed. A connection that failed is
-    /// dropped, so the next call reconnects.
-    fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> StoreResult<T>) -> StoreResult<T> {
+    /// dropped, so the next call reconnects. Also used by the invocation log
+    /// (`super::postgres_logs`), whose writes are small and share this connection.
+    pub(crate) fn with_client<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let mut slot = self.conn.lock();
         // A kept connection may have been closed by the server since its last use (restart,
         // terminated backend) without the client knowing yet: one empty round trip finds out,
@@ -428,6 +433,9 @@ fn load_apps(tx: &mut Transaction<'_>, since: Option<i64>) -> StoreResult<Vec<Sn
             app,
             scripts: Vec::new(),
             routes: Vec::new(),
+            env: Vec::new(),
+            schedules: Vec::new(),
+            triggers: Vec::new(),
         });
     }
     if apps.is_empty() {
@@ -486,6 +494,55 @@ fn load_apps(tx: &mut Transaction<'_>, since: Option<i64>) -> StoreResult<Vec<Sn
         let Some(&i) = index.get(app) else { continue };
         apps[i].routes.push(route_from_row(row)?);
     }
+    let env = tx
+        .query(
+            "SELECT e.app, e.name, e.value
+               FROM app_env e JOIN apps a ON a.name = e.app
+              WHERE a.revision > $1
+              ORDER BY e.app, e.name",
+            &[&since],
+        )
+        .map_err(pg_err)?;
+    for row in &env {
+        let app: &str = col(row, 0)?;
+        let Some(&i) = index.get(app) else { continue };
+        apps[i].env.push((col(row, 1)?, col(row, 2)?));
+    }
+    let schedules = tx
+        .query(
+            "SELECT s.app, s.name, s.cron, s.script
+               FROM schedules s JOIN apps a ON a.name = s.app
+              WHERE a.revision > $1
+              ORDER BY s.app, s.position",
+            &[&since],
+        )
+        .map_err(pg_err)?;
+    for row in &schedules {
+        let app: &str = col(row, 0)?;
+        let Some(&i) = index.get(app) else { continue };
+        apps[i].schedules.push(Schedule {
+            name: col(row, 1)?,
+            cron: col(row, 2)?,
+            script: col(row, 3)?,
+        });
+    }
+    let triggers = tx
+        .query(
+            "SELECT t.app, t.event, t.script
+               FROM triggers t JOIN apps a ON a.name = t.app
+              WHERE a.revision > $1
+              ORDER BY t.app, t.position",
+            &[&since],
+        )
+        .map_err(pg_err)?;
+    for row in &triggers {
+        let app: &str = col(row, 0)?;
+        let Some(&i) = index.get(app) else { continue };
+        apps[i].triggers.push(Trigger {
+            event: col(row, 1)?,
+            script: col(row, 2)?,
+        });
+    }
     Ok(apps)
 }
 
@@ -507,7 +564,95 @@ fn read_app_state(tx: &mut Transaction<'_>, app: &str) -> StoreResult<AppState> 
     require_app(tx, app)?;
     let scripts = list_app_scripts(tx, app)?;
     let routes = read_routes(tx, app)?;
-    Ok(app_state(&scripts, &routes))
+    let mut state = app_state(&scripts, &routes);
+    state.runners = runners(&read_schedules(tx, app)?, &read_triggers(tx, app)?);
+    Ok(state)
+}
+
+fn read_schedules(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<Schedule>> {
+    tx.query(
+        "SELECT name, cron, script FROM schedules WHERE app = $1 ORDER BY position",
+        &[&app],
+    )
+    .map_err(pg_err)?
+    .iter()
+    .map(|r| {
+        Ok(Schedule {
+            name: col(r, 0)?,
+            cron: col(r, 1)?,
+            script: col(r, 2)?,
+        })
+    })
+    .collect()
+}
+
+fn read_triggers(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<Trigger>> {
+    tx.query(
+        "SELECT event, script FROM triggers WHERE app = $1 ORDER BY position",
+        &[&app],
+    )
+    .map_err(pg_err)?
+    .iter()
+    .map(|r| {
+        Ok(Trigger {
+            event: col(r, 0)?,
+            script: col(r, 1)?,
+        })
+    })
+    .collect()
+}
+
+fn read_env(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<(String, String)>> {
+    tx.query(
+        "SELECT name, value FROM app_env WHERE app = $1 ORDER BY name",
+        &[&app],
+    )
+    .map_err(pg_err)?
+    .iter()
+    .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
+    .collect()
+}
+
+fn write_schedules(tx: &mut Transaction<'_>, app: &str, schedules: &[Schedule]) -> StoreResult<()> {
+    tx.execute("DELETE FROM schedules WHERE app = $1", &[&app])
+        .map_err(pg_err)?;
+    for (position, s) in schedules.iter().enumerate() {
+        let position = i32::try_from(position)
+            .map_err(|_| StoreError::Invalid("too many schedules".into()))?;
+        tx.execute(
+            "INSERT INTO schedules (app, position, name, cron, script) VALUES ($1, $2, $3, $4, $5)",
+            &[&app, &position, &s.name, &s.cron, &s.script],
+        )
+        .map_err(pg_err)?;
+    }
+    Ok(())
+}
+
+fn write_triggers(tx: &mut Transaction<'_>, app: &str, triggers: &[Trigger]) -> StoreResult<()> {
+    tx.execute("DELETE FROM triggers WHERE app = $1", &[&app])
+        .map_err(pg_err)?;
+    for (position, t) in triggers.iter().enumerate() {
+        let position =
+            i32::try_from(position).map_err(|_| StoreError::Invalid("too many triggers".into()))?;
+        tx.execute(
+            "INSERT INTO triggers (app, position, event, script) VALUES ($1, $2, $3, $4)",
+            &[&app, &position, &t.event, &t.script],
+        )
+        .map_err(pg_err)?;
+    }
+    Ok(())
+}
+
+fn write_env(tx: &mut Transaction<'_>, app: &str, name: &str, value: &str) -> StoreResult<bool> {
+    let row = tx
+        .query_one(
+            "INSERT INTO app_env (app, name, value) VALUES ($1, $2, $3)
+             ON CONFLICT (app, name) DO UPDATE SET value = EXCLUDED.value
+             RETURNING (xmax = 0)",
+            &[&app, &name, &value],
+        )
+        .map_err(pg_err)?;
+    col(&row, 0)
 }
 
 /// Creates or replaces `app`'s configuration and host claims, stamped with revision `next`.
@@ -808,7 +953,20 @@ impl Store for PgStore {
                 Some(info) => {
                     let scripts = list_app_scripts(tx, app)?;
                     let routes = read_routes(tx, app)?;
-                    plan_deploy(Some((&info.config, &scripts, &routes)), bundle)?
+                    let schedules = read_schedules(tx, app)?;
+                    let triggers = read_triggers(tx, app)?;
+                    let env = read_env(tx, app)?;
+                    plan_deploy(
+                        Some(CurrentApp {
+                            config: &info.config,
+                            scripts: &scripts,
+                            routes: &routes,
+                            schedules: &schedules,
+                            triggers: &triggers,
+                            env: &env,
+                        }),
+                        bundle,
+                    )?
                 }
                 None => plan_deploy(None, bundle)?,
             };
@@ -847,6 +1005,15 @@ impl Store for PgStore {
             }
             if let Some(routes) = &plan.routes {
                 insert_routes(tx, app, routes)?;
+            }
+            if let Some(schedules) = &plan.schedules {
+                write_schedules(tx, app, schedules)?;
+            }
+            if let Some(triggers) = &plan.triggers {
+                write_triggers(tx, app, triggers)?;
+            }
+            for (name, value) in &plan.env {
+                write_env(tx, app, name, value)?;
             }
             touch_app(tx, app, next)?;
             Ok(changed(plan.report, app))
@@ -970,6 +1137,111 @@ impl Store for PgStore {
             .map_err(pg_err)?
             .iter()
             .map(route_from_row)
+            .collect()
+        })
+    }
+
+    fn put_env(&self, app: &str, name: &str, value: &str) -> StoreResult<bool> {
+        let (created, _) = self.write(|tx, next| {
+            require_app(tx, app)?;
+            let created = write_env(tx, app, name, value)?;
+            touch_app(tx, app, next)?;
+            Ok(changed(created, app))
+        })?;
+        Ok(created)
+    }
+
+    fn delete_env(&self, app: &str, name: &str) -> StoreResult<bool> {
+        let (deleted, _) = self.write(|tx, next| {
+            require_app(tx, app)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM app_env WHERE app = $1 AND name = $2",
+                    &[&app, &name],
+                )
+                .map_err(pg_err)?;
+            if n == 0 {
+                return Ok(Outcome::Unchanged(false));
+            }
+            touch_app(tx, app, next)?;
+            Ok(changed(true, app))
+        })?;
+        Ok(deleted)
+    }
+
+    fn env_names(&self, app: &str) -> StoreResult<Vec<String>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            Ok(read_env(tx, app)?.into_iter().map(|(k, _)| k).collect())
+        })
+    }
+
+    fn put_schedules(&self, app: &str, schedules: &[Schedule]) -> StoreResult<u64> {
+        let ((), revision) = self.write(|tx, next| {
+            let mut state = read_app_state(tx, app)?;
+            state.runners = runners(schedules, &read_triggers(tx, app)?);
+            check_rules(&state, Op::PutRoutes)?;
+            write_schedules(tx, app, schedules)?;
+            touch_app(tx, app, next)?;
+            Ok(changed((), app))
+        })?;
+        Ok(revision)
+    }
+
+    fn get_schedules(&self, app: &str) -> StoreResult<Vec<Schedule>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            read_schedules(tx, app)
+        })
+    }
+
+    fn put_triggers(&self, app: &str, triggers: &[Trigger]) -> StoreResult<u64> {
+        let ((), revision) = self.write(|tx, next| {
+            let mut state = read_app_state(tx, app)?;
+            state.runners = runners(&read_schedules(tx, app)?, triggers);
+            check_rules(&state, Op::PutRoutes)?;
+            write_triggers(tx, app, triggers)?;
+            touch_app(tx, app, next)?;
+            Ok(changed((), app))
+        })?;
+        Ok(revision)
+    }
+
+    fn get_triggers(&self, app: &str) -> StoreResult<Vec<Trigger>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            read_triggers(tx, app)
+        })
+    }
+
+    fn claim_schedule_run(&self, app: &str, name: &str, due_ms: u64) -> StoreResult<bool> {
+        let due = to_i64(due_ms)?;
+        // One statement, autocommit: the conditional upsert moves the last run forward for
+        // exactly one caller per due time, whichever node it is on. No revision, no NOTIFY.
+        self.with_client(|c| {
+            let n = c
+                .execute(
+                    "INSERT INTO schedule_runs (app, name, last_run_ms)
+                     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM apps WHERE name = $1)
+                     ON CONFLICT (app, name) DO UPDATE SET last_run_ms = EXCLUDED.last_run_ms
+                     WHERE schedule_runs.last_run_ms < EXCLUDED.last_run_ms",
+                    &[&app, &name, &due],
+                )
+                .map_err(pg_err)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn schedule_last_runs(&self, app: &str) -> StoreResult<Vec<(String, u64)>> {
+        self.read(|tx| {
+            require_app(tx, app)?;
+            tx.query(
+                "SELECT name, last_run_ms FROM schedule_runs WHERE app = $1 ORDER BY name",
+                &[&app],
+            )
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| Ok((col(r, 0)?, to_u64(col(r, 1)?))))
             .collect()
         })
     }

@@ -754,6 +754,16 @@ impl ScriptFailure {
         ScriptFailure::Script { message, line }
     }
 
+    /// What went wrong, in words (for SDK errors and logs, never sent without `debug`).
+    pub fn message(&self) -> String {
+        match self {
+            ScriptFailure::Script { message, .. } => message.clone(),
+            ScriptFailure::Limit(kind) => format!("{} limit exceeded", kind.as_str()),
+            ScriptFailure::Timeout => "timeout".to_string(),
+            ScriptFailure::Internal => "internal error".to_string(),
+        }
+    }
+
     /// The public error code.
     pub fn code(&self) -> ErrorCode {
         match self {

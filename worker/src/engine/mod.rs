@@ -29,13 +29,14 @@ mod nesting;
 mod pool;
 mod reply;
 mod sandbox;
+pub mod sdk;
 
 pub use alloc::CountingAlloc;
 pub use ast_cache::{AstCache, CompileError, compile_check};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
 pub use modules::{Analysis, ModuleCache, analyze};
 pub use pool::{
-    ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Pool, PoolConfig, Submitter,
+    ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Origin, Pool, PoolConfig, Submitter,
 };
 pub use reply::{ReplyChannel, ReplyTx};
 pub use sandbox::CLOCK_CHECK_EVERY_OPS;

@@ -33,7 +33,9 @@ use super::contract::{self, RequestObj, ScriptFailure, ScriptRequest, SizeCaps};
 use super::modules::{self, AppModules, ModuleCache};
 use super::reply::ReplyTx;
 use super::sandbox::{self, EngineOptions, EngineProfile, build_engine};
+use super::sdk::{self, EventSubmit, Services};
 use crate::http::Response;
+use picloud_core::services::{InvocationRecord, InvocationSink, TriggerKind};
 
 /// Stack of each engine thread. Measured with `call_depth_max` = 256 (the hard maximum) and
 /// recursion whose every level also nests expressions to near `expr_depth_max` = 64: release
@@ -60,12 +62,55 @@ pub struct Job {
     pub script: Arc<CatalogScript>,
     /// What the script sees as `request`.
     pub request: ScriptRequest,
-    /// Where the response goes.
-    pub reply: ReplyTx,
+    /// Where the response goes; `None` for runs nobody waits for (cron, events): their
+    /// response is only recorded.
+    pub reply: Option<ReplyTx>,
+    /// What started the run.
+    pub origin: Origin,
+}
+
+/// What started a run, and what it sees besides `request`.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A public HTTP request.
+    Http,
+    /// A cron schedule's due time; the script sees `schedule` = `#{name, due_ms}`.
+    Cron {
+        /// The schedule's name.
+        schedule: String,
+        /// The due time it runs for, Unix milliseconds.
+        due_ms: u64,
+    },
+    /// An event; the script sees `event` = `#{name, payload}`.
+    Event {
+        /// The event's name.
+        name: String,
+        /// What `events::emit` passed.
+        payload: serde_json::Value,
+        /// How many events deep (1 for an event emitted by an HTTP or cron run).
+        depth: usize,
+    },
+}
+
+impl Origin {
+    fn trigger(&self) -> TriggerKind {
+        match self {
+            Origin::Http => TriggerKind::Http,
+            Origin::Cron { .. } => TriggerKind::Cron,
+            Origin::Event { .. } => TriggerKind::Event,
+        }
+    }
+
+    fn depth(&self) -> usize {
+        match self {
+            Origin::Event { depth, .. } => *depth,
+            _ => 0,
+        }
+    }
 }
 
 /// How to start a pool. [`Pool::start`] uses the defaults with a given number of workers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PoolConfig {
     /// Engine threads (at least one is started).
     pub workers: usize,
@@ -76,6 +121,10 @@ pub struct PoolConfig {
     /// Registers the panicking test hook `__picloud_test_panic()`. Tests only.
     #[doc(hidden)]
     pub test_hooks: bool,
+    /// What the SDK calls into (KV store, ...). The pool sets its event submitter.
+    pub services: Arc<Services>,
+    /// Where finished invocations are recorded, if anywhere.
+    pub sink: Option<Arc<dyn InvocationSink>>,
 }
 
 impl PoolConfig {
@@ -86,11 +135,15 @@ impl PoolConfig {
             stack_bytes: ENGINE_STACK_BYTES,
             pin_cores: true,
             test_hooks: false,
+            services: Arc::new(Services::default()),
+            sink: None,
         }
     }
 }
 
-/// What travels on the queue.
+/// What travels on the queue. `Run` is much larger than `Exit`, but boxing it would cost an
+/// allocation per request to shrink a message sent once per thread at shutdown.
+#[allow(clippy::large_enum_variant)]
 enum Work {
     Run(Job),
     /// Ends the engine thread that takes it (one per thread, sent at shutdown).
@@ -338,6 +391,52 @@ fn hold_reply(reply: ReplyTx, resp: Response) {
     }
 }
 
+/// Queues the runs an event triggers (the SDK's `events::emit`), on the same pool and its
+/// bounded queue: a full queue is an error the emitting script sees.
+struct PoolEvents {
+    submitter: Submitter,
+}
+
+impl EventSubmit for PoolEvents {
+    fn emit(
+        &self,
+        app: &Arc<CatalogApp>,
+        name: &str,
+        payload: serde_json::Value,
+        depth: usize,
+    ) -> Result<usize, String> {
+        let Some(scripts) = app.triggers.get(name) else {
+            return Ok(0);
+        };
+        for (queued, script) in scripts.iter().enumerate() {
+            let id = crate::dispatch::next_request_id();
+            let job = Job {
+                app: app.clone(),
+                script: script.clone(),
+                request: ScriptRequest {
+                    id,
+                    method: "EVENT".into(),
+                    path: "/".into(),
+                    ..ScriptRequest::default()
+                },
+                reply: None,
+                origin: Origin::Event {
+                    name: name.to_string(),
+                    payload: payload.clone(),
+                    depth,
+                },
+            };
+            if self.submitter.try_submit(job).is_err() {
+                return Err(format!(
+                    "job queue full: {queued} of {} triggered runs queued",
+                    scripts.len()
+                ));
+            }
+        }
+        Ok(scripts.len())
+    }
+}
+
 /// A cheap, cloneable handle that submits jobs to a [`Pool`] (for the dispatcher). It does not
 /// keep the pool's threads alive: after [`Pool::shutdown`] every submit fails.
 #[derive(Clone)]
@@ -425,8 +524,12 @@ impl Pool {
         for i in 0..workers {
             let core = (cores.len() >= 2).then(|| cores[(i + 1) % cores.len()]);
             let queue = pool.queue.0.clone();
-            let cache = pool.ast_cache.clone();
-            let resolver = resolver.clone();
+            let runner_parts = (
+                pool.ast_cache.clone(),
+                resolver.clone(),
+                config.services.clone(),
+                config.sink.clone(),
+            );
             let handle = thread::Builder::new()
                 // Linux keeps 15 bytes of a thread name: short enough that /proc shows the index.
                 .name(format!("picloud-eng-{i}"))
@@ -437,11 +540,14 @@ impl Pool {
                     {
                         log::warn!("engine thread {i}: could not pin to core {}", core.id);
                     }
-                    engine_main(
-                        &queue,
-                        &cache,
-                        Engines::new(node_profile, options, resolver),
-                    );
+                    let (cache, resolver, services, sink) = runner_parts;
+                    let runner = Runner {
+                        engines: Engines::new(node_profile, options, resolver),
+                        cache,
+                        services,
+                        sink,
+                    };
+                    engine_main(&queue, runner);
                 });
             match handle {
                 Ok(h) => pool.threads.push(h),
@@ -449,6 +555,10 @@ impl Pool {
                 Err(e) => return Err(e),
             }
         }
+        // Events emitted by scripts queue their triggered runs on this pool.
+        let _ = config.services.events.set(Arc::new(PoolEvents {
+            submitter: pool.queue.clone(),
+        }));
         log::info!(
             "engine pool started: {workers} threads, queue {}, stack {} MiB",
             limits.queue_len_max,
@@ -529,8 +639,7 @@ impl Drop for Pool {
 /// an engine-sized stack ([`ENGINE_STACK_BYTES`]). Not for serving.
 #[doc(hidden)]
 pub struct InlineRunner {
-    engines: Engines,
-    cache: Arc<AstCache>,
+    runner: Runner,
 }
 
 impl InlineRunner {
@@ -539,12 +648,16 @@ impl InlineRunner {
         let cache = Arc::new(AstCache::new(limits));
         let resolver = AppModules::new(Arc::new(ModuleCache::new(limits)), cache.clone());
         InlineRunner {
-            engines: Engines::new(
-                EngineProfile::of(limits),
-                EngineOptions::default(),
-                resolver,
-            ),
-            cache,
+            runner: Runner {
+                engines: Engines::new(
+                    EngineProfile::of(limits),
+                    EngineOptions::default(),
+                    resolver,
+                ),
+                cache,
+                services: Arc::new(Services::default()),
+                sink: None,
+            },
         }
     }
 
@@ -555,7 +668,7 @@ impl InlineRunner {
         script: &CatalogScript,
         request: ScriptRequest,
     ) -> Response {
-        run_job(&mut self.engines, &self.cache, app, script, request)
+        self.runner.run(app, script, request, &Origin::Http)
     }
 }
 
@@ -610,7 +723,7 @@ impl Engines {
 }
 
 /// The body of an engine thread: take a job, run it, reply; until the queue is closed.
-fn engine_main(queue: &Queue, cache: &AstCache, mut engines: Engines) {
+fn engine_main(queue: &Queue, mut runner: Runner) {
     loop {
         // Jobs queued back to back run back to back; their replies go out together when the
         // queue is empty (or earlier, see `flush_replies_if_stale`).
@@ -637,49 +750,121 @@ fn engine_main(queue: &Queue, cache: &AstCache, mut engines: Engines) {
             script,
             request,
             reply,
+            origin,
         } = job;
-        let resp = run_job(&mut engines, cache, &app, &script, request);
-        hold_reply(reply, resp);
+        let resp = runner.run(&app, &script, request, &origin);
+        if let Some(reply) = reply {
+            hold_reply(reply, resp);
+        }
     }
 }
 
-/// Runs one invocation and always produces a response. A panic anywhere in it (a bug in a
-/// native function, in our conversion code, in Rhai) is caught: the request gets 500
-/// `internal`, and the thread goes on with the next job.
-fn run_job(
-    engines: &mut Engines,
-    cache: &AstCache,
-    app: &Arc<CatalogApp>,
-    script: &CatalogScript,
-    request: ScriptRequest,
-) -> Response {
-    let request_id = request.id.clone();
-    // AssertUnwindSafe: after a panic we reset the only state shared across jobs that a panic
-    // could leave half-done (the thread-local budget and allocator arming, below). The engines
-    // are not modified by running a script (the string interner is behind its own lock), and the
-    // AST cache's mutex is never held across code that can panic.
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        invoke(engines, cache, app, script, request, &request_id)
-    }));
-    // Always, because a panic skips the call inside `invoke`. Idempotent.
-    sandbox::end_invocation();
-    match outcome {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(failure)) => failure.into_response(&request_id, app.debug),
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            log::error!(
-                "request {request_id}: app {} script {} v{}: job panicked: {what}",
-                app.name,
-                script.name,
-                script.version
-            );
-            ScriptFailure::Internal.into_response(&request_id, app.debug)
+/// What an engine thread runs jobs with: its engines, the shared caches, the SDK's services,
+/// and where records go.
+struct Runner {
+    engines: Engines,
+    cache: Arc<AstCache>,
+    services: Arc<Services>,
+    sink: Option<Arc<dyn InvocationSink>>,
+}
+
+/// What `invoke` measured, for the record and the debug headers.
+#[derive(Default)]
+struct Measured {
+    operations: u64,
+    heap_peak_bytes: u64,
+}
+
+impl Runner {
+    /// Runs one invocation and always produces a response. A panic anywhere in it (a bug in a
+    /// native function, in our conversion code, in Rhai) is caught: the request gets 500
+    /// `internal`, and the thread goes on with the next job. Every run leaves a record.
+    fn run(
+        &mut self,
+        app: &Arc<CatalogApp>,
+        script: &CatalogScript,
+        request: ScriptRequest,
+        origin: &Origin,
+    ) -> Response {
+        let request_id = request.id.clone();
+        let started = std::time::Instant::now();
+        let mut measured = Measured::default();
+        sdk::begin(app.clone(), self.services.clone(), origin.depth());
+        // AssertUnwindSafe: after a panic we reset the only state shared across jobs that a
+        // panic could leave half-done (the thread-local budget, allocator arming and SDK state,
+        // below). The engines are not modified by running a script (the string interner is
+        // behind its own lock), and the caches' mutexes are never held across code that can
+        // panic.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            invoke(
+                &mut self.engines,
+                &self.cache,
+                app,
+                script,
+                request,
+                origin,
+                &mut measured,
+            )
+        }));
+        // Always, because a panic skips the calls inside `invoke`. Idempotent.
+        sandbox::end_invocation();
+        let lines = sdk::finish();
+        let (mut resp, error) = match outcome {
+            Ok(Ok(resp)) => (resp, None),
+            Ok(Err(failure)) => {
+                let code = failure.code();
+                (failure.into_response(&request_id, app.debug), Some(code))
+            }
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::error!(
+                    "request {request_id}: app {} script {} v{}: job panicked: {what}",
+                    app.name,
+                    script.name,
+                    script.version
+                );
+                (
+                    ScriptFailure::Internal.into_response(&request_id, app.debug),
+                    Some(picloud_core::ErrorCode::Internal),
+                )
+            }
+        };
+        if app.debug {
+            resp.headers.push((
+                "x-picloud-operations".into(),
+                measured.operations.to_string(),
+            ));
+            resp.headers.push((
+                "x-picloud-heap-peak-bytes".into(),
+                measured.heap_peak_bytes.to_string(),
+            ));
         }
+        if let Some(sink) = &self.sink {
+            let duration = started.elapsed();
+            // Start time, from the wall clock now minus the run: one clock read per run.
+            let ts_ms = std::time::SystemTime::now()
+                .checked_sub(duration)
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            sink.record(InvocationRecord {
+                request_id,
+                ts_ms,
+                app: app.name.clone(),
+                script: script.name.clone(),
+                trigger: origin.trigger(),
+                status: resp.status,
+                duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+                operations: measured.operations,
+                heap_peak_bytes: measured.heap_peak_bytes,
+                error: error.map(|c| c.as_str().to_string()),
+                lines,
+            });
+        }
+        resp
     }
 }
 
@@ -689,8 +874,10 @@ fn invoke(
     app: &Arc<CatalogApp>,
     script: &CatalogScript,
     request: ScriptRequest,
-    request_id: &str,
+    origin: &Origin,
+    measured: &mut Measured,
 ) -> Result<Response, ScriptFailure> {
+    let request_id = request.id.clone();
     // Compiles on a miss, here on the engine thread (big stack, off the coroutines).
     let ast = cache
         .get_or_compile(&script.hash, &script.source)
@@ -702,10 +889,30 @@ fn invoke(
         })?;
     let engine = engines.for_limits(&app.limits);
     let mut scope = Scope::new();
-    scope.push_constant(
-        "request",
-        RequestObj::new(request, SizeCaps::of(&app.limits)),
-    );
+    let caps = SizeCaps::of(&app.limits);
+    scope.push_constant("request", RequestObj::new(request, caps));
+    match origin {
+        Origin::Http => {}
+        Origin::Cron { schedule, due_ms } => {
+            let mut m = rhai::Map::new();
+            m.insert("name".into(), Dynamic::from(schedule.clone()));
+            m.insert(
+                "due_ms".into(),
+                Dynamic::from_int(i64::try_from(*due_ms).unwrap_or(i64::MAX)),
+            );
+            scope.push_constant("schedule", m);
+        }
+        Origin::Event { name, payload, .. } => {
+            let payload = serde_json::to_vec(payload)
+                .ok()
+                .and_then(|b| contract::parse_json_body(&b, caps).ok())
+                .unwrap_or(Dynamic::UNIT);
+            let mut m = rhai::Map::new();
+            m.insert("name".into(), Dynamic::from(name.clone()));
+            m.insert("payload".into(), payload);
+            scope.push_constant("event", m);
+        }
+    }
 
     // `import` resolves this app's modules from the catalog this request started on.
     let _modules = modules::enter(app.clone());
@@ -714,12 +921,9 @@ fn invoke(
     sandbox::begin_invocation(&app.limits);
     let result = engine.eval_ast_with_scope::<Dynamic>(&mut scope, &ast);
     let usage = sandbox::end_invocation();
+    measured.operations = usage.operations;
+    measured.heap_peak_bytes = u64::try_from(usage.heap_peak_bytes.max(0)).unwrap_or(0);
 
-    log::trace!(
-        target: "picloud::engine",
-        "request {request_id}: heap peak {} bytes",
-        usage.heap_peak_bytes
-    );
     let value = result.map_err(|e| ScriptFailure::from_eval(&e))?;
     // Post-checks: the last few operations before the script ended were not seen by an
     // `on_progress` call (the clock is read every 64 operations; one native call can allocate a
@@ -730,5 +934,5 @@ fn invoke(
     if usage.deadline_passed {
         return Err(ScriptFailure::Timeout);
     }
-    contract::to_response(value, request_id)
+    contract::to_response(value, &request_id)
 }

@@ -131,6 +131,7 @@ pub fn build_engine(profile: &EngineProfile, options: EngineOptions) -> Engine {
     });
 
     contract::register_request_type(&mut engine);
+    super::sdk::register(&mut engine);
     nesting::register(&mut engine);
 
     if options.test_hooks {
@@ -209,6 +210,10 @@ pub struct Usage {
     pub heap_exceeded: bool,
     /// Whether the deadline had passed when the invocation ended.
     pub deadline_passed: bool,
+    /// Operations counted at the last budget check: exact for slow operations, otherwise at
+    /// most [`CLOCK_CHECK_EVERY_OPS`] below the true count (counting every operation would cost
+    /// a thread-local write per operation).
+    pub operations: u64,
 }
 
 /// Installs this invocation's budget on the current thread and arms the allocator. The clock
@@ -236,11 +241,13 @@ pub fn end_invocation() -> Usage {
             heap_peak_bytes,
             heap_exceeded: heap_peak_bytes > b.heap_bytes_max,
             deadline_passed: Instant::now() >= b.deadline,
+            operations: b.clock_read_ops,
         },
         None => Usage {
             heap_peak_bytes,
             heap_exceeded: false,
             deadline_passed: false,
+            operations: 0,
         },
     }
 }

@@ -1,0 +1,244 @@
+//! The invocation log writer: carries [`InvocationRecord`]s from the engines to the
+//! [`LogStore`] without ever slowing a request.
+//!
+//! Owns: the bounded queue between the engines and the store (its [`InvocationSink`] end never
+//! blocks: a full queue drops the record and counts it), the `picloud-logs` thread that writes
+//! what queued in batches, and the counters of what was dropped. Does not own: building records
+//! (the engines), keeping or trimming them (the store's [`LogStore`]), or reading them (the
+//! admin API).
+//!
+//! Threads and shutdown: one thread, owned by [`LogWriter`], which joins it in
+//! [`LogWriter::stop`]. It blocks in `select` on the record queue and on a shutdown channel,
+//! so an idle node spends no CPU here: no timer, no polling. On a record it takes whatever else
+//! is queued (up to [`BATCH_LEN_MAX`]) and writes it with one `append_invocations`, so under load
+//! the batches grow by themselves while the previous write is in progress. Shutdown is a
+//! message: `stop` drops the only sender of the shutdown channel; the thread then writes what
+//! is still queued and exits, and `stop` waits for that at most [`STOP_WAIT_MAX`] (a store that
+//! hangs must not hang the node's exit; the thread is then left to finish on its own).
+//! Records sent after the thread exited are dropped and counted (their queue has no receiver).
+//!
+//! A failed write is logged (warn, once per outage; info when writes work again) and its batch
+//! dropped and counted: records are diagnostics, and retrying in a loop would hold up newer ones.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use picloud_core::Limits;
+use picloud_core::services::{InvocationRecord, InvocationSink, LogStore};
+
+/// Most records written in one `append_invocations` (one store transaction). Bounds the time
+/// one write holds the store's writer lock.
+pub const BATCH_LEN_MAX: usize = 256;
+
+/// How long [`LogWriter::stop`] waits for the thread to write what is queued.
+pub const STOP_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Counters shared by the sink, the thread and the owner.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Records lost: queue full, writer gone, or their batch failed to write.
+    dropped: AtomicU64,
+    /// Records handed to the store in a batch it accepted.
+    written: AtomicU64,
+}
+
+/// The engines' end: a bounded queue that never blocks.
+struct QueueSink {
+    records: Sender<InvocationRecord>,
+    counters: Arc<Counters>,
+}
+
+impl InvocationSink for QueueSink {
+    fn record(&self, record: InvocationRecord) {
+        match self.records.try_send(record) {
+            Ok(()) => {}
+            // Full: the writer is behind (slow disk, store down); Disconnected: it stopped.
+            // Either way the request must not wait; the count shows up in metrics.
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Owner of the `picloud-logs` thread. Dropping it without [`LogWriter::stop`] also stops the
+/// thread (it notices the closed shutdown channel after writing what is queued), but does not
+/// wait for it.
+pub struct LogWriter {
+    /// Dropping this (the only sender) is the shutdown message.
+    shutdown: Option<Sender<()>>,
+    /// Closed by the thread when it exits (its sender is dropped), so `stop` can wait bounded.
+    done: Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWriter")
+            .field("dropped", &self.dropped())
+            .field("written", &self.written())
+            .finish()
+    }
+}
+
+impl LogWriter {
+    /// Starts the writer thread on `store` with the queue and per-app bounds of `limits`
+    /// (`log_queue_len_max`, `log_records_max`), and returns it with the sink to give the
+    /// engines.
+    pub fn start(
+        store: Arc<dyn LogStore>,
+        limits: &Limits,
+    ) -> std::io::Result<(LogWriter, Arc<dyn InvocationSink>)> {
+        // A zero-capacity crossbeam channel is a rendezvous channel, on which `try_send` only
+        // succeeds while the thread waits; keep at least one slot.
+        let (records_tx, records_rx) = crossbeam_channel::bounded(limits.log_queue_len_max.max(1));
+        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+        let counters = Arc::new(Counters::default());
+        let per_app_max = limits.log_records_max;
+        let thread = {
+            let counters = Arc::clone(&counters);
+            std::thread::Builder::new()
+                .name("picloud-logs".into())
+                .spawn(move || {
+                    // Dropped when the loop returns, telling `stop` the thread is done.
+                    let _done = done_tx;
+                    let mut writer = Writer {
+                        store,
+                        per_app_max,
+                        counters,
+                        failing: false,
+                    };
+                    writer.run(&records_rx, &shutdown_rx);
+                })?
+        };
+        let sink = Arc::new(QueueSink {
+            records: records_tx,
+            counters: Arc::clone(&counters),
+        });
+        Ok((
+            LogWriter {
+                shutdown: Some(shutdown_tx),
+                done: done_rx,
+                thread: Some(thread),
+                counters,
+            },
+            sink,
+        ))
+    }
+
+    /// Records dropped so far: the queue was full, the writer had stopped, or the store refused
+    /// their batch.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Stops the thread after it has written what is queued, waiting at most
+    /// [`STOP_WAIT_MAX`]. Returns whether it has finished. The counters stay readable;
+    /// calling it again waits again for a thread that did not finish in time.
+    pub fn stop(&mut self) -> bool {
+        self.shutdown = None;
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        match self.done.recv_timeout(STOP_WAIT_MAX) {
+            // The thread never sends; its sender being dropped is the only way out.
+            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                if thread.join().is_err() {
+                    log::error!("the invocation log writer panicked");
+                }
+                true
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                log::warn!(
+                    "the invocation log writer did not finish within {STOP_WAIT_MAX:?}; \
+                     queued records may be lost"
+                );
+                self.thread = Some(thread);
+                false
+            }
+        }
+    }
+}
+
+/// The thread's state.
+struct Writer {
+    store: Arc<dyn LogStore>,
+    per_app_max: usize,
+    counters: Arc<Counters>,
+    /// The last write failed: the next failure is not logged again.
+    failing: bool,
+}
+
+impl Writer {
+    fn run(&mut self, records: &Receiver<InvocationRecord>, shutdown: &Receiver<()>) {
+        let mut batch = Vec::with_capacity(BATCH_LEN_MAX);
+        loop {
+            crossbeam_channel::select! {
+                recv(records) -> first => match first {
+                    Ok(record) => {
+                        batch.push(record);
+                        fill(&mut batch, records);
+                        self.write(&mut batch);
+                    }
+                    // Every sink is gone: nothing more can come.
+                    Err(_) => return,
+                },
+                // Only ever disconnected (`stop` drops the sender): write what is queued, exit.
+                recv(shutdown) -> _ => {
+                    loop {
+                        fill(&mut batch, records);
+                        if batch.is_empty() {
+                            return;
+                        }
+                        self.write(&mut batch);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes and empties `batch`.
+    fn write(&mut self, batch: &mut Vec<InvocationRecord>) {
+        let n = batch.len() as u64;
+        match self.store.append_invocations(batch, self.per_app_max) {
+            Ok(()) => {
+                self.counters.written.fetch_add(n, Ordering::Relaxed);
+                if self.failing {
+                    log::info!("invocation records are being written again");
+                    self.failing = false;
+                }
+            }
+            Err(e) => {
+                self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                if !self.failing {
+                    log::warn!(
+                        "cannot write invocation records ({e}); dropping them until the store \
+                         works again"
+                    );
+                    self.failing = true;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Moves queued records into `batch` until it holds [`BATCH_LEN_MAX`] or the queue is empty.
+fn fill(batch: &mut Vec<InvocationRecord>, records: &Receiver<InvocationRecord>) {
+    while batch.len() < BATCH_LEN_MAX {
+        match records.try_recv() {
+            Ok(record) => batch.push(record),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+        }
+    }
+}

@@ -18,7 +18,11 @@ use support::TestNode;
 use support::pg::{self, TestDb};
 
 fn deploy(n: &TestNode, app: &str, bundle: Value) {
-    let r = n.admin("POST", &format!("/v1/apps/{app}/deploy"), &bundle.to_string());
+    let r = n.admin(
+        "POST",
+        &format!("/v1/apps/{app}/deploy"),
+        &bundle.to_string(),
+    );
     assert_eq!(r.status, 200, "{r:?}");
 }
 
@@ -65,7 +69,13 @@ fn kv_app(n: &TestNode) {
 }
 
 fn kv_call(n: &TestNode, query: &str, body: &str) -> support::Reply {
-    support::request(n.public, "POST", &format!("/kv/?{query}"), &[], body.as_bytes())
+    support::request(
+        n.public,
+        "POST",
+        &format!("/kv/?{query}"),
+        &[],
+        body.as_bytes(),
+    )
 }
 
 /// Every KV operation from a script, on the node's store.
@@ -82,7 +92,10 @@ fn kv_operations_work(n: &TestNode) {
     );
     kv_call(n, "op=set&key=ab", "2");
     kv_call(n, "op=set&key=b", "3");
-    assert_eq!(kv_call(n, "op=list&prefix=a", "").json(), json!(["a", "ab"]));
+    assert_eq!(
+        kv_call(n, "op=list&prefix=a", "").json(),
+        json!(["a", "ab"])
+    );
     assert_eq!(kv_call(n, "op=list", "").json(), json!(["a", "ab", "b"]));
     assert_eq!(kv_call(n, "op=delete&key=ab", "").json(), json!(true));
     assert_eq!(kv_call(n, "op=delete&key=ab", "").json(), json!(false));
@@ -117,7 +130,10 @@ fn kv_incr_is_atomic(nodes: &[&TestNode]) {
             });
         }
     });
-    assert_eq!(kv_call(nodes[0], "op=get&key=counter", "").json(), json!(200));
+    assert_eq!(
+        kv_call(nodes[0], "op=get&key=counter", "").json(),
+        json!(200)
+    );
 }
 
 #[test]
@@ -179,7 +195,11 @@ fn env_values_reach_scripts_and_no_api_answer() {
         "/metrics",
     ] {
         let r = n.admin("GET", path, "");
-        assert!(!r.text().contains(secret), "{path} shows the secret: {}", r.text());
+        assert!(
+            !r.text().contains(secret),
+            "{path} shows the secret: {}",
+            r.text()
+        );
     }
     // Deleting it.
     assert_eq!(n.admin("DELETE", "/v1/apps/e/env/API_KEY", "").status, 204);
@@ -236,7 +256,11 @@ fn http_invocations_are_recorded_with_their_lines() {
     assert_eq!(r.json().as_array().map(Vec::len), Some(1));
     // Without debug, no usage headers.
     n.admin("PUT", "/v1/apps/l", r#"{"debug":false}"#);
-    assert!(n.get("/l/ok?who=x").header("x-picloud-operations").is_none());
+    assert!(
+        n.get("/l/ok?who=x")
+            .header("x-picloud-operations")
+            .is_none()
+    );
 }
 
 #[test]
@@ -267,16 +291,26 @@ fn a_per_second_schedule_fires_every_second_and_is_logged() {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("after 1970")
             .as_millis() as u64;
-        assert!(ts_ms >= due && ts_ms < due + 1000, "ran at {ts_ms} for {due}");
+        assert!(
+            ts_ms >= due && ts_ms < due + 1000,
+            "ran at {ts_ms} for {due}"
+        );
         dues.push(due);
     }
     for w in dues.windows(2) {
-        assert_eq!(w[1] - w[0], 1000, "one run per second, none missed or doubled");
+        assert_eq!(
+            w[1] - w[0],
+            1000,
+            "one run per second, none missed or doubled"
+        );
     }
     let r = n.admin("GET", "/v1/apps/c/schedules", "");
     let s = &r.json()[0];
     assert_eq!(s["name"], "every-second");
-    assert!(s["last_run"].is_string() && s["next_run"].is_string(), "{s}");
+    assert!(
+        s["last_run"].is_string() && s["next_run"].is_string(),
+        "{s}"
+    );
     // Bad cron is refused.
     let r = n.admin(
         "PUT",
@@ -323,7 +357,11 @@ fn two_postgres_nodes_fire_a_schedule_once_per_due_time() {
     dues.sort_unstable();
     dues.dedup();
     assert!(runs >= 4, "ran: {runs}");
-    assert_eq!(dues.len(), runs, "each due time ran once across both nodes: {dues:?}");
+    assert_eq!(
+        dues.len(),
+        runs,
+        "each due time ran once across both nodes: {dues:?}"
+    );
 }
 
 #[test]
@@ -394,7 +432,10 @@ fn the_scheduler_sleeps_between_due_times() {
     );
     let stat = || -> Vec<(String, u64, u64)> {
         let mut out = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").expect("tasks").flatten() {
+        for task in std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .flatten()
+        {
             let dir = task.path();
             let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
             if !name.trim().starts_with("picloud-sched") && !name.trim().starts_with("picloud-logs")
@@ -412,7 +453,11 @@ fn the_scheduler_sleeps_between_due_times() {
             let f: Vec<&str> = after.split_whitespace().collect();
             let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
                 + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            out.push((format!("{} {}", name.trim(), dir.display()), ticks, switches));
+            out.push((
+                format!("{} {}", name.trim(), dir.display()),
+                ticks,
+                switches,
+            ));
         }
         out.sort();
         out
@@ -427,5 +472,8 @@ fn the_scheduler_sleeps_between_due_times() {
             assert_eq!((b.1, b.2), (a.1, a.2), "{} woke up while idle", a.0);
         }
     }
-    assert!(!before.is_empty(), "found the scheduler and log writer threads");
+    assert!(
+        !before.is_empty(),
+        "found the scheduler and log writer threads"
+    );
 }

@@ -28,6 +28,7 @@ use std::fmt::Debug;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use picloud_core::model::{AppConfig, Method, Route, ScriptKind};
+use picloud_core::services::{Schedule, Trigger};
 use picloud_core::store::{Bundle, ScriptWrite, Store, StoreError, StoreResult};
 
 /// One named check. `run` takes a fresh, empty store and panics if a rule is broken.
@@ -84,6 +85,10 @@ checks!(
     history_is_bounded,
     deploy_applies_all_or_nothing,
     deploy_reports_what_changed,
+    env_is_per_app_and_a_change,
+    schedules_and_triggers_follow_the_rules,
+    schedule_runs_are_claimed_once,
+    snapshots_carry_env_schedules_triggers,
 );
 
 /// Runs every check, each on a store from `with_store`, in one test. Prefer
@@ -146,6 +151,10 @@ macro_rules! store_conformance_tests {
             history_is_bounded,
             deploy_applies_all_or_nothing,
             deploy_reports_what_changed,
+            env_is_per_app_and_a_change,
+            schedules_and_triggers_follow_the_rules,
+            schedule_runs_are_claimed_once,
+            snapshots_carry_env_schedules_triggers,
         );
     };
 }
@@ -1525,4 +1534,176 @@ pub fn deploy_reports_what_changed(store: &dyn Store) {
         2
     );
     assert!(ok(store.get_script("app", "c"), "c").is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Variables, schedules, triggers
+
+fn schedule(name: &str, cron: &str, script: &str) -> Schedule {
+    Schedule {
+        name: name.to_string(),
+        cron: cron.to_string(),
+        script: script.to_string(),
+    }
+}
+
+fn trigger(event: &str, script: &str) -> Trigger {
+    Trigger {
+        event: event.to_string(),
+        script: script.to_string(),
+    }
+}
+
+/// Variables belong to one app, are listed by name only, and setting or deleting one is a
+/// catalog change (a revision).
+pub fn env_is_per_app_and_a_change(store: &dyn Store) {
+    app(store, "a");
+    app(store, "b");
+    let r = revision(store);
+    assert!(ok(store.put_env("a", "KEY", "one"), "put"), "created");
+    assert_eq!(revision(store), r + 1);
+    assert!(
+        !ok(store.put_env("a", "KEY", "two"), "put again"),
+        "replaced"
+    );
+    ok(store.put_env("a", "OTHER", "x"), "put");
+    ok(store.put_env("b", "KEY", "b's"), "put");
+    assert_eq!(ok(store.env_names("a"), "names"), ["KEY", "OTHER"]);
+    assert_eq!(ok(store.env_names("b"), "names"), ["KEY"]);
+    let snap = ok(store.snapshot(), "snapshot");
+    let a = snap.apps.iter().find(|x| x.app.name == "a").expect("a");
+    assert_eq!(
+        a.env,
+        [
+            ("KEY".to_string(), "two".to_string()),
+            ("OTHER".to_string(), "x".to_string())
+        ]
+    );
+    let r = revision(store);
+    assert!(ok(store.delete_env("a", "KEY"), "delete"));
+    assert_eq!(revision(store), r + 1);
+    assert!(!ok(store.delete_env("a", "KEY"), "delete again"));
+    assert_eq!(revision(store), r + 1, "no-op delete keeps the revision");
+    expect_err(store.put_env("nope", "K", "v"), is_not_found, "missing app");
+    assert!(ok(store.delete_app("a"), "delete app"));
+    app(store, "a");
+    assert!(
+        ok(store.env_names("a"), "names").is_empty(),
+        "gone with the app"
+    );
+}
+
+/// Schedules and triggers name endpoint scripts of their app, like routes: a missing script or
+/// a module is refused, and a script they use cannot be deleted or become a module.
+pub fn schedules_and_triggers_follow_the_rules(store: &dyn Store) {
+    app(store, "a");
+    endpoint(store, "a", "job", "1");
+    ok(
+        store.save_script("a", "lib", &write(ScriptKind::Module, "fn f() { 1 }", &[])),
+        "module",
+    );
+    let r = revision(store);
+    expect_err(
+        store.put_schedules("a", &[schedule("s", "* * * * *", "nope")]),
+        is_invalid,
+        "missing script",
+    );
+    expect_err(
+        store.put_triggers("a", &[trigger("e", "lib")]),
+        is_invalid,
+        "module",
+    );
+    assert_eq!(revision(store), r, "refused writes change nothing");
+    ok(
+        store.put_schedules("a", &[schedule("s", "* * * * *", "job")]),
+        "schedules",
+    );
+    ok(store.put_triggers("a", &[trigger("e", "job")]), "triggers");
+    assert_eq!(revision(store), r + 2);
+    assert_eq!(
+        ok(store.get_schedules("a"), "get"),
+        [schedule("s", "* * * * *", "job")]
+    );
+    assert_eq!(ok(store.get_triggers("a"), "get"), [trigger("e", "job")]);
+    expect_err(
+        store.delete_script("a", "job"),
+        is_conflict,
+        "used by a schedule",
+    );
+    expect_err(
+        store.put_script("a", "job", ScriptKind::Module, "fn f() { 1 }"),
+        is_conflict,
+        "cannot become a module",
+    );
+    ok(store.put_schedules("a", &[]), "clear schedules");
+    expect_err(
+        store.delete_script("a", "job"),
+        is_conflict,
+        "still used by a trigger",
+    );
+    ok(store.put_triggers("a", &[]), "clear triggers");
+    assert!(ok(store.delete_script("a", "job"), "now free"));
+    expect_err(store.get_schedules("nope"), is_not_found, "missing app");
+}
+
+/// A due time is claimed by exactly one caller, however many race for it; claims never go
+/// back in time; a claim is not a catalog change.
+pub fn schedule_runs_are_claimed_once(store: &dyn Store) {
+    app(store, "a");
+    let r = revision(store);
+    assert!(ok(store.claim_schedule_run("a", "s", 60_000), "first"));
+    assert!(!ok(store.claim_schedule_run("a", "s", 60_000), "same due"));
+    assert!(!ok(store.claim_schedule_run("a", "s", 1_000), "older"));
+    assert!(ok(
+        store.claim_schedule_run("a", "other", 60_000),
+        "other schedule"
+    ));
+    assert_eq!(revision(store), r, "claims are not catalog changes");
+    let won = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            s.spawn(|| {
+                if ok(store.claim_schedule_run("a", "s", 120_000), "race") {
+                    won.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(won.into_inner(), 1, "exactly one winner per due time");
+    let mut last = ok(store.schedule_last_runs("a"), "last runs");
+    last.sort();
+    assert_eq!(
+        last,
+        [("other".to_string(), 60_000), ("s".to_string(), 120_000)]
+    );
+    assert!(!ok(store.claim_schedule_run("nope", "s", 1), "missing app"));
+}
+
+/// Snapshots and deltas carry each app's variables, schedules and triggers, and a deploy can
+/// set them as part of its one change.
+pub fn snapshots_carry_env_schedules_triggers(store: &dyn Store) {
+    let bundle = Bundle {
+        scripts: vec![("job".to_string(), write(ScriptKind::Endpoint, "1", &[]))],
+        schedules: Some(vec![schedule("nightly", "0 3 * * *", "job")]),
+        triggers: Some(vec![trigger("order", "job")]),
+        env: vec![("K".to_string(), "v".to_string())],
+        ..Bundle::default()
+    };
+    let before = ok(store.snapshot(), "snapshot");
+    let done = ok(store.deploy("d", &bundle), "deploy");
+    assert_eq!(done.revision, before.revision + 1, "one revision");
+    assert!(done.schedules_changed && done.triggers_changed);
+    assert_eq!(done.env_changed, ["K"]);
+    let snap = ok(store.snapshot(), "snapshot");
+    let d = snap.apps.iter().find(|a| a.app.name == "d").expect("d");
+    assert_eq!(d.schedules, [schedule("nightly", "0 3 * * *", "job")]);
+    assert_eq!(d.triggers, [trigger("order", "job")]);
+    assert_eq!(d.env, [("K".to_string(), "v".to_string())]);
+    let mut caught_up = before;
+    caught_up.apply(ok(store.changes_since(caught_up.revision), "delta"));
+    assert_eq!(caught_up, snap);
+    // The same bundle again changes nothing.
+    let again = ok(store.deploy("d", &bundle), "again");
+    assert_eq!(again.revision, done.revision);
+    assert!(!again.schedules_changed && !again.triggers_changed && again.env_changed.is_empty());
 }

@@ -30,6 +30,9 @@ pub struct Settings {
     pub workers: usize,
     /// may I/O worker threads for the HTTP front ends.
     pub io_threads: usize,
+    /// Keep invocation records (`on`, the default) or not (`off`: no records, no log writer
+    /// thread; `GET …/logs` stays empty).
+    pub invocation_logs: bool,
     /// Every bound of the node.
     pub limits: Limits,
 }
@@ -77,6 +80,12 @@ pub const OPTIONS: &[(&str, &str, &str, &str)] = &[
         "PICLOUD_IO_THREADS",
         "1",
         "may I/O threads for the HTTP front ends",
+    ),
+    (
+        "--invocation-logs",
+        "PICLOUD_INVOCATION_LOGS",
+        "on",
+        "keep a record of every invocation (on|off)",
     ),
 ];
 
@@ -187,6 +196,15 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Se
         admin_token: get("--admin-token", "PICLOUD_ADMIN_TOKEN"),
         workers: count("--workers", "PICLOUD_WORKERS", cores)?,
         io_threads: count("--io-threads", "PICLOUD_IO_THREADS", 1)?,
+        invocation_logs: match get("--invocation-logs", "PICLOUD_INVOCATION_LOGS").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(format!(
+                    "PICLOUD_INVOCATION_LOGS (--invocation-logs) = {other:?} must be on or off"
+                ));
+            }
+        },
         limits,
     })
 }
@@ -270,5 +288,13 @@ mod tests {
         assert!(parse_with(&[], &[("PICLOUD_TIMEOUT_MS", "60000")]).is_err());
         assert!(parse_with(&[], &[("PICLOUD_BODY_BYTES_MAX", "-1")]).is_err());
         assert!(parse_with(&[], &[("PICLOUD_LISTEN", "nowhere")]).is_err());
+        assert!(parse_with(&[], &[("PICLOUD_INVOCATION_LOGS", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn invocation_logs_switch() {
+        assert!(parse_with(&[], &[]).expect("default").invocation_logs);
+        let off = parse_with(&[], &[("PICLOUD_INVOCATION_LOGS", "off")]).expect("off");
+        assert!(!off.invocation_logs);
     }
 }

@@ -98,7 +98,7 @@ pub struct Node {
     control: JoinHandle<()>,
     sync: Option<SyncDaemon>,
     scheduler: Scheduler,
-    log_writer: LogWriter,
+    log_writer: Option<LogWriter>,
     store_kind: &'static str,
     live: Live,
 }
@@ -136,15 +136,20 @@ impl Node {
             auth::ensure_admin_token(store.as_ref(), settings.admin_token.as_deref())?;
         let tokens = TokenSet::load(store.as_ref())?;
 
-        let (log_writer, sink) =
-            LogWriter::start(logs.clone(), limits).context("spawning the log writer")?;
+        let (log_writer, sink) = if settings.invocation_logs {
+            let (w, sink) =
+                LogWriter::start(logs.clone(), limits).context("spawning the log writer")?;
+            (Some(w), Some(sink))
+        } else {
+            (None, None)
+        };
         let pool = Pool::start_with(
             PoolConfig {
                 services: Arc::new(Services {
                     kv: Some(kv.clone()),
                     events: Default::default(),
                 }),
-                sink: Some(sink),
+                sink,
                 ..PoolConfig::new(settings.workers)
             },
             limits,
@@ -269,8 +274,9 @@ impl Node {
         self.scheduler.stop();
         self.pool.shutdown();
         // After the engines: the records of the last runs are written before exit.
-        let mut log_writer = self.log_writer;
-        if !log_writer.stop() {
+        if let Some(mut log_writer) = self.log_writer
+            && !log_writer.stop()
+        {
             log::warn!("the invocation log writer did not finish in time");
         }
         log::info!("stopped");

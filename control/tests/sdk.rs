@@ -477,3 +477,19 @@ fn the_scheduler_sleeps_between_due_times() {
         "found the scheduler and log writer threads"
     );
 }
+
+#[test]
+fn invocation_logs_can_be_switched_off() {
+    let n = TestNode::start_with(&[("PICLOUD_INVOCATION_LOGS", "off")]);
+    deploy(
+        &n,
+        "q",
+        json!({
+            "scripts": {"s": {"source": "log::info(\"x\");\n1"}},
+            "routes": [{"method": "GET", "path": "/", "script": "s"}],
+        }),
+    );
+    assert_eq!(n.get("/q/").text(), "1");
+    thread::sleep(Duration::from_millis(200));
+    assert!(logs(&n, "q").is_empty(), "no records kept");
+}

@@ -2,11 +2,18 @@
 //! write the response, repeat while keep-alive allows.
 //!
 //! Owns: the per-connection read and write buffers (reused across requests, shrunk back when
-//! idle), every read timeout (header, body, idle) as may socket timeouts armed only while a
-//! read is pending, `Expect: 100-continue`, body reading for both framings, framing error
-//! answers (400/413/414/431) followed by a lingering close, and the keep-alive decision.
+//! idle), the deadline of every read (header total, body between reads, idle keep-alive,
+//! lingering close) and of a write that blocks (a client not reading its responses),
+//! `Expect: 100-continue`, body reading for both framings, framing error answers
+//! (400/413/414/431) followed by a lingering close, and the keep-alive decision.
 //! Does not own: head parsing rules (`head.rs`), chunk grammar (`chunked.rs`), response
-//! encoding (`encode.rs`), the registry and drain (`server.rs`).
+//! encoding (`encode.rs`), the registry, the reaper that enforces deadlines, and drain
+//! (`server.rs`).
+//!
+//! No may socket timeout is ever set: each one leaves may timer entries that can fire long
+//! after the read completed (see `server.rs`). A deadline is entered in the registry just for
+//! the blocking read or write (`read_by`); a cut by the reaper shows as `wait_done` false,
+//! which is how a timeout is told apart from the client's end-of-file.
 //!
 //! Invariant: a request's body is always read completely before the next head is parsed, or
 //! the connection closes. The handler sees the whole body; nothing it ignores is ever parsed
@@ -48,11 +55,9 @@ const LINGER_TIMEOUT_MS: u64 = 1000;
 /// Most bytes discarded while lingering.
 const LINGER_BYTES_MAX: usize = 256 * 1024;
 
-/// Longest read timeout handed to may (one day); larger configured values are clamped.
+/// Longest timeout (one day); larger configured values are clamped, so a deadline is always
+/// a representable `Instant`.
 pub(crate) const TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
-
-/// Granularity of the remaining header-read time given to a socket read.
-const TIMEOUT_QUANTUM_MS: u64 = 10;
 
 const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -71,8 +76,7 @@ pub(crate) struct ConnConfig {
 
 impl ConnConfig {
     pub(crate) fn from_limits(limits: &Limits) -> ConnConfig {
-        // A zero timeout cannot be set on a socket (and would cut every request): 1 ms floor.
-        // A day at most: may adds timeouts to its clock in u64 nanoseconds.
+        // A zero timeout would cut every request: 1 ms floor. A day at most.
         let ms = |v: u64| Duration::from_millis(v.clamp(1, TIMEOUT_MS_MAX));
         ConnConfig {
             head: HeadLimits {
@@ -145,8 +149,6 @@ struct Conn<'c> {
     lo: usize,
     hi: usize,
     wbuf: Vec<u8>,
-    /// The read timeout currently set on the socket (setting it is a syscall; skip repeats).
-    read_timeout: Option<Duration>,
 }
 
 /// Serves one accepted connection until it closes. Runs on the connection's coroutine.
@@ -161,11 +163,6 @@ pub(crate) fn run<H: Handler>(accepted: Accepted, handler: &H, cfg: &ConnConfig)
     if let Err(e) = stream.set_nodelay(true) {
         log::debug!("{peer}: set_nodelay: {e}");
     }
-    // A client that stops reading its responses is cut after the idle timeout instead of
-    // parking this coroutine forever on a full send buffer.
-    if let Err(e) = stream.set_write_timeout(Some(cfg.idle_timeout)) {
-        log::debug!("{peer}: set_write_timeout: {e}");
-    }
     let mut conn = Conn {
         registration,
         stream,
@@ -175,7 +172,6 @@ pub(crate) fn run<H: Handler>(accepted: Accepted, handler: &H, cfg: &ConnConfig)
         lo: 0,
         hi: 0,
         wbuf: Vec::with_capacity(WRITE_BUF_BYTES_INITIAL),
-        read_timeout: None,
     };
     let mut state = handler.new_conn();
     loop {
@@ -279,11 +275,10 @@ impl Conn<'_> {
             // were found incomplete, so a client trickling bytes cannot stretch it.
             let deadline =
                 *deadline.get_or_insert_with(|| Instant::now() + self.cfg.header_read_timeout);
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            if Instant::now() >= deadline {
                 return Err(self.gone("reading head", ReadError::TimedOut));
             }
-            if let Err(e) = self.fill(quantize(remaining)) {
+            if let Err(e) = self.fill(deadline) {
                 return Err(self.gone("reading head", e));
             }
         }
@@ -299,7 +294,7 @@ impl Conn<'_> {
             log::debug!("{}: closing idle connection for drain", self.peer);
             return Err(HeadFailure::Gone);
         }
-        let read = self.fill(self.cfg.idle_timeout);
+        let read = self.fill(Instant::now() + self.cfg.idle_timeout);
         self.registration.set_busy();
         match read {
             Ok(_) => Ok(()),
@@ -339,7 +334,8 @@ impl Conn<'_> {
                     let old = body.len();
                     let step = (len - old).min(old.max(BODY_READ_STEP_BYTES));
                     body.resize(old + step, 0);
-                    match self.read_into(&mut body[old..], self.cfg.body_read_timeout) {
+                    let deadline = Instant::now() + self.cfg.body_read_timeout;
+                    match self.read_into(&mut body[old..], deadline) {
                         Ok(n) => body.truncate(old + n),
                         Err(e) => {
                             log_read_end(self.peer, "reading body", &e);
@@ -380,13 +376,14 @@ impl Conn<'_> {
                             let left = usize::try_from(left).unwrap_or(usize::MAX);
                             let step = left.min(old.max(BODY_READ_STEP_BYTES));
                             body.resize(old + step, 0);
-                            let read = self.read_into(&mut body[old..], self.cfg.body_read_timeout);
+                            let deadline = Instant::now() + self.cfg.body_read_timeout;
+                            let read = self.read_into(&mut body[old..], deadline);
                             let n = *read.as_ref().unwrap_or(&0);
                             body.truncate(old + n);
                             decoder.data_read(n);
                             read
                         }
-                        None => self.fill(self.cfg.body_read_timeout),
+                        None => self.fill(Instant::now() + self.cfg.body_read_timeout),
                     };
                     if let Err(e) = read {
                         log_read_end(self.peer, "reading chunked body", &e);
@@ -398,15 +395,15 @@ impl Conn<'_> {
     }
 
     fn send_continue(&mut self) -> Result<(), BodyFailure> {
-        self.stream.write_all(CONTINUE_100).map_err(|e| {
+        self.write_all(CONTINUE_100).map_err(|e| {
             log::debug!("{}: writing 100 Continue: {e}", self.peer);
             BodyFailure::Gone
         })
     }
 
-    /// Reads more bytes into `rbuf[hi..]`, making room first (compacting, then growing up to
-    /// `read_buf_bytes_max`).
-    fn fill(&mut self, timeout: Duration) -> Result<usize, ReadError> {
+    /// Reads more bytes into `rbuf[hi..]` by `deadline`, making room first (compacting, then
+    /// growing up to `read_buf_bytes_max`).
+    fn fill(&mut self, deadline: Instant) -> Result<usize, ReadError> {
         if self.lo == self.hi {
             self.lo = 0;
             self.hi = 0;
@@ -426,30 +423,84 @@ impl Conn<'_> {
             self.rbuf.resize(grown, 0);
         }
         let hi = self.hi;
-        let n = self.read_into_rbuf(hi, timeout)?;
+        let n = self.read_into_rbuf(hi, deadline)?;
         self.hi += n;
         Ok(n)
     }
 
-    fn read_into_rbuf(&mut self, from: usize, timeout: Duration) -> Result<usize, ReadError> {
-        self.set_read_timeout(timeout)?;
-        read_some(&mut self.stream, &mut self.rbuf[from..])
+    fn read_into_rbuf(&mut self, from: usize, deadline: Instant) -> Result<usize, ReadError> {
+        read_by(
+            &mut self.registration,
+            &mut self.stream,
+            &mut self.rbuf[from..],
+            deadline,
+        )
     }
 
-    fn read_into(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, ReadError> {
-        self.set_read_timeout(timeout)?;
-        read_some(&mut self.stream, buf)
+    fn read_into(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, ReadError> {
+        read_by(&mut self.registration, &mut self.stream, buf, deadline)
     }
 
-    fn set_read_timeout(&mut self, timeout: Duration) -> Result<(), ReadError> {
-        let timeout = timeout.max(Duration::from_millis(1));
-        if self.read_timeout != Some(timeout) {
-            self.stream
-                .set_read_timeout(Some(timeout))
-                .map_err(ReadError::Io)?;
-            self.read_timeout = Some(timeout);
+    /// Writes all of `buf`. Each write is first tried on the (non-blocking) std socket, which
+    /// nearly always takes it whole at no bookkeeping cost; only a write that would block gets
+    /// a deadline (the idle timeout: a client that stops reading its responses is cut instead
+    /// of parking this coroutine forever on a full send buffer).
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let direct = self.stream.inner().write(buf);
+            let n = match direct {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.registration
+                        .wait_until(Instant::now() + self.cfg.idle_timeout);
+                    let written = self.stream.write(buf);
+                    self.wait_done_for_write()?;
+                    written
+                }
+                other => other,
+            };
+            match n {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    /// [`write_all`](Conn::write_all) for a head and a large body, without copying them.
+    fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        while !slices.is_empty() {
+            let direct = self.stream.inner().write_vectored(slices);
+            let n = match direct {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.registration
+                        .wait_until(Instant::now() + self.cfg.idle_timeout);
+                    let written = self.stream.write_vectored(slices);
+                    self.wait_done_for_write()?;
+                    written
+                }
+                other => other,
+            };
+            match n {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_done_for_write(&mut self) -> io::Result<()> {
+        if self.registration.wait_done() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client stopped reading",
+            ))
+        }
     }
 
     /// Answers a framing error with `connection: close`, then closes with lingering.
@@ -479,13 +530,21 @@ impl Conn<'_> {
         self.wbuf.clear();
         let with_body = encode_head(&mut self.wbuf, resp, framing);
         if with_body && resp.body.len() > BODY_COPY_BYTES_MAX {
-            let mut slices = [IoSlice::new(&self.wbuf), IoSlice::new(&resp.body)];
-            return write_all_vectored(&mut self.stream, &mut slices);
+            // Taken out (no allocation) so `write_all*` can borrow the connection; put back
+            // after for reuse.
+            let wbuf = std::mem::take(&mut self.wbuf);
+            let mut slices = [IoSlice::new(&wbuf), IoSlice::new(&resp.body)];
+            let written = self.write_all_vectored(&mut slices);
+            self.wbuf = wbuf;
+            return written;
         }
         if with_body {
             self.wbuf.extend_from_slice(&resp.body);
         }
-        self.stream.write_all(&self.wbuf)
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let written = self.write_all(&wbuf);
+        self.wbuf = wbuf;
+        written
     }
 
     /// Gives back buffers a large request or response grew, so idle connections stay small.
@@ -510,13 +569,12 @@ impl Conn<'_> {
         let deadline = Instant::now() + Duration::from_millis(LINGER_TIMEOUT_MS);
         let mut discarded = 0usize;
         while discarded < LINGER_BYTES_MAX {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            if Instant::now() >= deadline {
                 break;
             }
             self.lo = 0;
             self.hi = 0;
-            match self.read_into_rbuf(0, remaining) {
+            match self.read_into_rbuf(0, deadline) {
                 Ok(n) => discarded += n,
                 Err(_) => break,
             }
@@ -530,12 +588,22 @@ impl Conn<'_> {
     }
 }
 
-/// Rounds a remaining time up to whole [`TIMEOUT_QUANTUM_MS`]: may keeps one timer list per
-/// distinct timeout duration, so a handful of distinct values keeps its bookkeeping small.
-fn quantize(remaining: Duration) -> Duration {
-    let quantum = u128::from(TIMEOUT_QUANTUM_MS);
-    let ms = remaining.as_millis().div_ceil(quantum) * quantum;
-    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+/// One read that must complete by `deadline`. The deadline is listed with the registry only
+/// for the read's duration; if the reaper cut the socket meanwhile, the read (which then saw
+/// end-of-file or an error) is reported as a timeout.
+fn read_by(
+    registration: &mut Registration,
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<usize, ReadError> {
+    registration.wait_until(deadline);
+    let read = read_some(stream, buf);
+    if registration.wait_done() {
+        read
+    } else {
+        Err(ReadError::TimedOut)
+    }
 }
 
 fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, ReadError> {
@@ -555,18 +623,6 @@ fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, ReadError>
             Err(e) => Err(ReadError::Io(e)),
         };
     }
-}
-
-fn write_all_vectored(stream: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !slices.is_empty() {
-        match stream.write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Client disconnects and timeouts are normal: debug, never error.

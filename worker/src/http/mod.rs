@@ -89,6 +89,7 @@ mod encode;
 mod head;
 pub mod runtime;
 pub mod server;
+mod timer;
 
 pub use runtime::{RuntimeConfig, configure_runtime};
 pub use server::{DrainReport, ServerHandle, serve};

@@ -2,8 +2,19 @@
 //! coroutine per connection; [`ServerHandle::shutdown`] drains.
 //!
 //! Owns: the accept loop (with back-off on EMFILE and friends), the `connections_max` bound,
-//! the registry of open connections and the drain protocol. Does not own: anything that
-//! happens on a connection (see `conn.rs`), nor the may runtime configuration (`runtime.rs`).
+//! the registry of open connections, their read/write deadlines and the reaper that enforces
+//! them, and the drain protocol. Does not own: anything that happens on a connection (see
+//! `conn.rs`), nor the may runtime configuration (`runtime.rs`).
+//!
+//! Deadlines, and why not may's socket timeouts: a may read timeout puts an entry in may's timer
+//! lists that cannot always be removed when the read completes, so ~every keep-alive request
+//! left a no-op wake-up of the io thread up to 60 s later (2 s of wrk: ~1600 context switches
+//! 54–56 s after the traffic). Instead, a connection about to block records its deadline here
+//! (`Registration::wait_until`) and removes it when the wait ends (`wait_done`); one reaper
+//! coroutine per server waits on a kernel timer (`timer.rs`) armed for the earliest deadline and
+//! shuts expired sockets down, which makes their pending read or write return at once. The
+//! timer is re-armed only when a new deadline is earlier than it, and disarmed when the last
+//! deadline leaves with a connection, so with no connection open nothing is armed at all.
 //!
 //! Drain, step by step (no periodic timer anywhere):
 //! 1. `draining` is set and the listening socket is shut down: the accept coroutine wakes with
@@ -18,15 +29,16 @@
 //! `Conn`'s field order), and the drainer only touches fds under the registry lock, so it can
 //! never shut down an fd that was closed and reused by another socket.
 
-use std::collections::HashMap;
-use std::io::{self, Write};
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use may::coroutine::JoinHandle;
+use may::io::CoIo;
 use may::net::{TcpListener, TcpStream};
 use may::sync::SyncFlag;
 use parking_lot::Mutex;
@@ -34,6 +46,7 @@ use picloud_core::{ErrorCode, Limits};
 
 use super::conn::{self, Accepted, ConnConfig};
 use super::encode::{self, Framing};
+use super::timer::TimerFd;
 use super::{Handler, Response, runtime};
 use crate::errors::error_response_with_status;
 
@@ -41,6 +54,10 @@ use crate::errors::error_response_with_status;
 const ACCEPT_BACKOFF_MIN_MS: u64 = 10;
 /// Longest pause; the back-off doubles up to this while errors continue.
 const ACCEPT_BACKOFF_MAX_MS: u64 = 1000;
+/// The reaper's timer fires this long after the earliest deadline, so that connections whose
+/// deadlines fall within it (opened together, say) are cut in one wake-up. Timeouts are thus
+/// late by at most this, never early.
+const REAPER_SLACK_MS: u64 = 10;
 
 /// What a drain did, for the shutdown log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +83,7 @@ pub struct ServerHandle {
     listener: Arc<TcpListener>,
     registry: Arc<Registry>,
     accept: Option<JoinHandle<()>>,
+    reaper: Option<JoinHandle<()>>,
     drain_timeout: Duration,
 }
 
@@ -86,32 +104,52 @@ pub fn serve<H: Handler>(
     let listener = Arc::new(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) });
     let registry = Arc::new(Registry {
         draining: AtomicBool::new(false),
-        conns: Mutex::new(HashMap::new()),
+        state: Mutex::new(State {
+            conns: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            timer_at: None,
+            reaper_stopping: false,
+        }),
         connections_max: limits.connections_max,
         drained: SyncFlag::new(),
         stop: SyncFlag::new(),
+        timer: TimerFd::new()?,
     });
     let cfg = Arc::new(ConnConfig::from_limits(limits));
-    let accept = {
-        let listener = Arc::clone(&listener);
+    let reaper = {
         let registry = Arc::clone(&registry);
+        // SAFETY: as for the accept coroutine below; the reaper waits only through may (its
+        // timer fd is read through `CoIo`) and holds the registry lock only while cutting.
+        unsafe {
+            may::coroutine::Builder::new()
+                .name("http-reaper".to_string())
+                .spawn(move || reap(&registry))?
+        }
+    };
+    let mut handle = ServerHandle {
+        local_addr,
+        listener,
+        registry,
+        accept: None,
+        reaper: Some(reaper),
+        drain_timeout: Duration::from_millis(limits.drain_timeout_ms.min(conn::TIMEOUT_MS_MAX)),
+    };
+    let accept = {
+        let listener = Arc::clone(&handle.listener);
+        let registry = Arc::clone(&handle.registry);
         // SAFETY: may's spawn is unsafe because a coroutine must not block its OS thread nor
         // keep thread-local references across a yield. The accept loop and the connections
         // only wait through may's sockets and sync types; handlers promise the same.
         unsafe {
             may::coroutine::Builder::new()
                 .name("http-accept".to_string())
-                .spawn(move || accept_loop(&listener, &registry, &handler, &cfg))?
+                .spawn(move || accept_loop(&listener, &registry, &handler, &cfg))
         }
     };
+    // On error, dropping `handle` stops the reaper.
+    handle.accept = Some(accept?);
     log::info!("http front end listening on {local_addr}");
-    Ok(ServerHandle {
-        local_addr,
-        listener,
-        registry,
-        accept: Some(accept),
-        drain_timeout: Duration::from_millis(limits.drain_timeout_ms.min(conn::TIMEOUT_MS_MAX)),
-    })
+    Ok(handle)
 }
 
 impl ServerHandle {
@@ -122,7 +160,15 @@ impl ServerHandle {
 
     /// Open connections right now.
     pub fn connections(&self) -> usize {
-        self.registry.conns.lock().len()
+        self.registry.state.lock().conns.len()
+    }
+
+    /// Connections waiting under a deadline right now, and whether the reaper's timer is
+    /// armed. For tests and diagnostics: with no connection open both are (0, false), which is
+    /// what lets an idle node sleep.
+    pub fn pending_deadlines(&self) -> (usize, bool) {
+        let state = self.registry.state.lock();
+        (state.deadlines.len(), state.timer_at.is_some())
     }
 
     /// Stops accepting, closes idle connections, lets busy ones finish their request (bounded
@@ -161,7 +207,8 @@ impl ServerHandle {
         self.stop_accepting();
         let mut report = DrainReport::default();
         let open_at_start = {
-            let conns = self.registry.conns.lock();
+            let state = self.registry.state.lock();
+            let conns = &state.conns;
             for (&fd, busy) in conns.iter() {
                 if busy.load(Ordering::SeqCst) {
                     report.in_flight += 1;
@@ -183,17 +230,34 @@ impl ServerHandle {
         }
         report.cut = self.cut_all();
         report.finished = (open_at_start - report.cut).saturating_sub(report.idle_closed);
+        self.stop_reaper();
         report
     }
 
     /// Shuts every registered socket down both ways; returns how many there were.
     fn cut_all(&self) -> usize {
-        let conns = self.registry.conns.lock();
-        for &fd in conns.keys() {
+        let state = self.registry.state.lock();
+        for &fd in state.conns.keys() {
             // SAFETY: fd is open while in the registry (removed before close).
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
-        conns.len()
+        state.conns.len()
+    }
+
+    /// Ends the reaper. Called after `cut_all`: every socket still registered is shut down both
+    /// ways, so no wait can need the reaper any more (its reads and writes return at once).
+    fn stop_reaper(&mut self) {
+        {
+            let mut state = self.registry.state.lock();
+            // Under the lock, so no connection re-arms or disarms the timer after this.
+            state.reaper_stopping = true;
+            self.registry.timer.arm_after(Duration::ZERO);
+        }
+        if let Some(reaper) = self.reaper.take()
+            && reaper.join().is_err()
+        {
+            log::error!("http reaper coroutine panicked");
+        }
     }
 }
 
@@ -209,29 +273,54 @@ impl Drop for ServerHandle {
                 );
             }
         }
+        if self.reaper.is_some() {
+            self.stop_reaper();
+        }
     }
 }
 
-/// Open connections and the drain state, shared by the accept loop, every connection and the
-/// handle.
+/// Open connections, their deadlines and the drain state, shared by the accept loop, the
+/// reaper, every connection and the handle.
 pub(crate) struct Registry {
     /// Set once when the drain starts; never cleared.
     draining: AtomicBool,
-    /// fd → "busy with a request". Locked briefly (insert, remove, drain scan), never across a
-    /// wait, so a parking_lot lock on a coroutine is fine.
-    conns: Mutex<HashMap<RawFd, Arc<AtomicBool>>>,
+    /// Locked briefly (register, start or end a wait, close, drain scan, reaper pass), never
+    /// across a wait, so a parking_lot lock on a coroutine is fine.
+    state: Mutex<State>,
     connections_max: usize,
     /// Fired when the registry empties during a drain.
     drained: SyncFlag,
     /// Fired when the server stops; cuts the accept loop's back-off pause short.
     stop: SyncFlag,
+    /// The reaper's timer: armed at `State::timer_at`, or not at all. Lives as long as the
+    /// registry, i.e. longer than the reaper's `CoIo` reading it.
+    timer: TimerFd,
 }
 
-/// A connection's entry in the registry; removing it on drop.
+struct State {
+    /// fd → "busy with a request".
+    conns: HashMap<RawFd, Arc<AtomicBool>>,
+    /// The deadline of every pending wait, earliest first. A connection has at most one entry
+    /// (its fd makes it unique); it removes it when its wait ends or it closes, and the reaper
+    /// removes it when it cuts the connection. An entry never outlives its registration, so its
+    /// fd is always open (see the module docs on fd reuse).
+    deadlines: BTreeSet<(Instant, RawFd)>,
+    /// When the timer will fire; None when disarmed. It may lie before the earliest deadline
+    /// (that deadline's wait ended since; the reaper then just re-arms), never after it plus
+    /// the slack.
+    timer_at: Option<Instant>,
+    /// Set when the server stops; from then on only the reaper's stop wake-up touches the
+    /// timer.
+    reaper_stopping: bool,
+}
+
+/// A connection's entry in the registry; removing it (and its deadline) on drop.
 pub(crate) struct Registration {
     registry: Arc<Registry>,
     fd: RawFd,
     busy: Arc<AtomicBool>,
+    /// The deadline of the pending wait, as entered in `State::deadlines`.
+    deadline: Option<Instant>,
 }
 
 impl Registration {
@@ -254,13 +343,58 @@ impl Registration {
     pub(crate) fn draining(&self) -> bool {
         self.registry.draining.load(Ordering::SeqCst)
     }
+
+    /// Starts a wait (one read or write) that must end by `deadline`; past it, the reaper shuts
+    /// the socket down both ways, so the pending read returns end-of-file and a write fails.
+    /// Pair with [`wait_done`](Registration::wait_done).
+    pub(crate) fn wait_until(&mut self, deadline: Instant) {
+        let mut state = self.registry.state.lock();
+        if let Some(old) = self.deadline.replace(deadline) {
+            state.deadlines.remove(&(old, self.fd));
+        }
+        state.deadlines.insert((deadline, self.fd));
+        // Re-arm only for an earlier deadline. With one timeout per kind, deadlines mostly
+        // arrive in order, so under load this is rare: the timer stays armed for an older
+        // deadline and the reaper, finding it gone, re-arms for the current earliest.
+        let fire_at = deadline + Duration::from_millis(REAPER_SLACK_MS);
+        if !state.reaper_stopping && state.timer_at.is_none_or(|at| at > fire_at) {
+            self.registry
+                .timer
+                .arm_after(fire_at.saturating_duration_since(Instant::now()));
+            state.timer_at = Some(fire_at);
+        }
+    }
+
+    /// Ends the wait begun by [`wait_until`](Registration::wait_until). Returns false if the
+    /// deadline passed and the reaper cut the connection (whatever the read or write returned).
+    pub(crate) fn wait_done(&mut self) -> bool {
+        match self.deadline.take() {
+            Some(deadline) => self
+                .registry
+                .state
+                .lock()
+                .deadlines
+                .remove(&(deadline, self.fd)),
+            None => true,
+        }
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut conns = self.registry.conns.lock();
-        conns.remove(&self.fd);
-        if conns.is_empty() && self.registry.draining.load(Ordering::SeqCst) {
+        let mut state = self.registry.state.lock();
+        state.conns.remove(&self.fd);
+        if let Some(deadline) = self.deadline.take() {
+            state.deadlines.remove(&(deadline, self.fd));
+        }
+        // The timer is left armed when a wait ends (disarming per request would cost a syscall
+        // each), so a closing connection is where it is disarmed once nothing waits: after the
+        // last connection of a burst closes, nothing is left to wake the io thread.
+        if state.deadlines.is_empty() && state.timer_at.is_some() && !state.reaper_stopping {
+            self.registry.timer.disarm();
+            state.timer_at = None;
+        }
+        if state.conns.is_empty() && self.registry.draining.load(Ordering::SeqCst) {
             self.registry.drained.fire();
         }
     }
@@ -269,19 +403,75 @@ impl Drop for Registration {
 impl Registry {
     /// Registers a new connection, or returns None if `connections_max` are open.
     fn register(self: &Arc<Self>, fd: RawFd) -> Option<Registration> {
-        let mut conns = self.conns.lock();
-        if conns.len() >= self.connections_max {
+        let mut state = self.state.lock();
+        if state.conns.len() >= self.connections_max {
             return None;
         }
         // A fresh connection counts as busy: it was accepted because a client is about to
         // send, and a drain should give it its first request.
         let busy = Arc::new(AtomicBool::new(true));
-        conns.insert(fd, Arc::clone(&busy));
+        state.conns.insert(fd, Arc::clone(&busy));
         Some(Registration {
             registry: Arc::clone(self),
             fd,
             busy,
+            deadline: None,
         })
+    }
+}
+
+/// The reaper: waits for its timer, cuts every connection whose deadline passed, re-arms for
+/// the earliest one left (or leaves the timer disarmed: no deadline, no wake-up), until the
+/// handle stops it. Runs on its own coroutine, one per server.
+fn reap(registry: &Registry) {
+    // Borrows the timer's fd, which the registry keeps open until after this returns.
+    let mut timer = match CoIo::new(registry.timer.waiter()) {
+        Ok(timer) => timer,
+        Err(e) => {
+            log::error!("http reaper cannot wait on its timer, timeouts are off: {e}");
+            return;
+        }
+    };
+    let mut expiries = [0u8; 8];
+    loop {
+        // Parks the coroutine until the timer fires (an expiry cleared by re-arming or
+        // disarming before we read it just means we keep waiting).
+        if let Err(e) = timer.read(&mut expiries) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("http reaper: reading its timer failed, timeouts are off: {e}");
+                return;
+            }
+            continue;
+        }
+        let mut state = registry.state.lock();
+        if state.reaper_stopping {
+            return;
+        }
+        // The timer fired, so it is disarmed: what follows decides whether it runs again.
+        state.timer_at = None;
+        let now = Instant::now();
+        let mut cut = 0usize;
+        while let Some(&(deadline, fd)) = state.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            state.deadlines.pop_first();
+            // The connection sees its entry gone (`wait_done` is false): a timeout, not EOF.
+            // SAFETY: fd is open while its deadline is listed (removed before close).
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            cut += 1;
+        }
+        if let Some(&(deadline, _)) = state.deadlines.first() {
+            let fire_at = deadline + Duration::from_millis(REAPER_SLACK_MS);
+            registry
+                .timer
+                .arm_after(fire_at.saturating_duration_since(now));
+            state.timer_at = Some(fire_at);
+        }
+        drop(state);
+        if cut > 0 {
+            log::debug!("http reaper: {cut} connection(s) past their deadline cut");
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use picloud_core::Limits;
 use picloud_worker::http::{
@@ -193,6 +193,22 @@ impl TestServer {
     /// Open connections as the server counts them.
     pub fn connections(&self) -> usize {
         self.handle.as_ref().map_or(0, ServerHandle::connections)
+    }
+
+    /// Waits (bounded by the client timeout) until the server has closed every connection.
+    pub fn wait_no_connections(&self) {
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        while self.connections() > 0 {
+            assert!(Instant::now() < deadline, "connections never closed");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Deadlines pending in the server and whether its reaper's timer is armed.
+    pub fn pending_deadlines(&self) -> (usize, bool) {
+        self.handle
+            .as_ref()
+            .map_or((0, false), ServerHandle::pending_deadlines)
     }
 
     /// Drains the server.

@@ -414,6 +414,24 @@ fn route_from_row(row: &Row) -> StoreResult<Route> {
     })
 }
 
+/// Runs `sql` (one row per child of an app, the app's name first, `$1` the revision bound)
+/// and hands each row of a loaded app to `add` with that app's index.
+fn each_changed(
+    tx: &mut Transaction<'_>,
+    sql: &str,
+    since: i64,
+    index: &HashMap<String, usize>,
+    mut add: impl FnMut(usize, &Row) -> StoreResult<()>,
+) -> StoreResult<()> {
+    for row in &tx.query(sql, &[&since]).map_err(pg_err)? {
+        let app: &str = col(row, 0)?;
+        if let Some(&i) = index.get(app) {
+            add(i, row)?;
+        }
+    }
+    Ok(())
+}
+
 /// Apps with everything the data plane needs: all of them, or those changed after `since`.
 /// Three queries in the caller's (repeatable-read) transaction.
 fn load_apps(tx: &mut Transaction<'_>, since: Option<i64>) -> StoreResult<Vec<SnapshotApp>> {
@@ -480,69 +498,64 @@ fn load_apps(tx: &mut Transaction<'_>, since: Option<i64>) -> StoreResult<Vec<Sn
             source: col(row, 5)?,
         });
     }
-    let routes = tx
-        .query(
-            "SELECT r.method, r.path, r.script, r.app
-               FROM routes r JOIN apps a ON a.name = r.app
-              WHERE a.revision > $1
-              ORDER BY r.app, r.position",
-            &[&since],
-        )
-        .map_err(pg_err)?;
-    for row in &routes {
-        let app: &str = col(row, 3)?;
-        let Some(&i) = index.get(app) else { continue };
-        apps[i].routes.push(route_from_row(row)?);
-    }
-    let env = tx
-        .query(
-            "SELECT e.app, e.name, e.value
-               FROM app_env e JOIN apps a ON a.name = e.app
-              WHERE a.revision > $1
-              ORDER BY e.app, e.name",
-            &[&since],
-        )
-        .map_err(pg_err)?;
-    for row in &env {
-        let app: &str = col(row, 0)?;
-        let Some(&i) = index.get(app) else { continue };
-        apps[i].env.push((col(row, 1)?, col(row, 2)?));
-    }
-    let schedules = tx
-        .query(
-            "SELECT s.app, s.name, s.cron, s.script
-               FROM schedules s JOIN apps a ON a.name = s.app
-              WHERE a.revision > $1
-              ORDER BY s.app, s.position",
-            &[&since],
-        )
-        .map_err(pg_err)?;
-    for row in &schedules {
-        let app: &str = col(row, 0)?;
-        let Some(&i) = index.get(app) else { continue };
-        apps[i].schedules.push(Schedule {
-            name: col(row, 1)?,
-            cron: col(row, 2)?,
-            script: col(row, 3)?,
-        });
-    }
-    let triggers = tx
-        .query(
-            "SELECT t.app, t.event, t.script
-               FROM triggers t JOIN apps a ON a.name = t.app
-              WHERE a.revision > $1
-              ORDER BY t.app, t.position",
-            &[&since],
-        )
-        .map_err(pg_err)?;
-    for row in &triggers {
-        let app: &str = col(row, 0)?;
-        let Some(&i) = index.get(app) else { continue };
-        apps[i].triggers.push(Trigger {
-            event: col(row, 1)?,
-            script: col(row, 2)?,
-        });
-    }
+    each_changed(
+        tx,
+        "SELECT r.app, r.method, r.path, r.script FROM routes r JOIN apps a ON a.name = r.app
+          WHERE a.revision > $1 ORDER BY r.app, r.position",
+        since,
+        &index,
+        |i, row| {
+            let method: &str = col(row, 1)?;
+            let method = Method::parse(method)
+                .ok_or_else(|| corrupt("route", format!("method {method:?}")))?;
+            apps[i].routes.push(Route {
+                method,
+                path: col(row, 2)?,
+                script: col(row, 3)?,
+            });
+            Ok(())
+        },
+    )?;
+    each_changed(
+        tx,
+        "SELECT e.app, e.name, e.value FROM app_env e JOIN apps a ON a.name = e.app
+          WHERE a.revision > $1 ORDER BY e.app, e.name",
+        since,
+        &index,
+        |i, row| {
+            apps[i].env.push((col(row, 1)?, col(row, 2)?));
+            Ok(())
+        },
+    )?;
+    each_changed(
+        tx,
+        "SELECT s.app, s.name, s.cron, s.script FROM schedules s JOIN apps a ON a.name = s.app
+          WHERE a.revision > $1 ORDER BY s.app, s.position",
+        since,
+        &index,
+        |i, row| {
+            apps[i].schedules.push(Schedule {
+                name: col(row, 1)?,
+                cron: col(row, 2)?,
+                script: col(row, 3)?,
+            });
+            Ok(())
+        },
+    )?;
+    each_changed(
+        tx,
+        "SELECT t.app, t.event, t.script FROM triggers t JOIN apps a ON a.name = t.app
+          WHERE a.revision > $1 ORDER BY t.app, t.position",
+        since,
+        &index,
+        |i, row| {
+            apps[i].triggers.push(Trigger {
+                event: col(row, 1)?,
+                script: col(row, 2)?,
+            });
+            Ok(())
+        },
+    )?;
     Ok(apps)
 }
 

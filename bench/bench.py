@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PiCloud bench driver: throughput/latency of PiCloud against the ceiling, Node.js and Deno,
-the engine-overhead example, the footprint, and (propagation.py) how fast a change reaches the
-other nodes of a PostgreSQL cluster and whether those nodes sleep when idle. Normally started
+the engine-overhead example, the footprint, (propagation.py) how fast a change reaches the
+other nodes of a PostgreSQL cluster and whether those nodes sleep when idle, and (modules.py)
+what imports cost a request and how long a 100-script deploy takes. Normally started
 by bench/run.sh, which builds and installs what is needed first; run this directly to re-run
 without building.
 
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 import footprint
+import modules
 import propagation
 from benchlib import (BENCH, RESULTS, ROOT, WORKLOADS, CpuWatch, NotReady, Target, check_answer,
                       log, machine_info, proc_mem_kib, run_wrk, wait_quiet)
@@ -41,7 +43,7 @@ SERVERS = {
     "picloud-2core": ("picloud", "0,1", None,
                       "PiCloud 2-core layout: default workers, taskset -c 0,1 (wrk shares core 1)"),
 }
-PARTS = list(SERVERS) + ["overhead", "footprint", "propagation"]
+PARTS = list(SERVERS) + ["overhead", "footprint", "propagation", "modules"]
 
 RATIOS = [
     # (key, numerator server, denominator server, workload, target, label); req/s ratios.
@@ -314,6 +316,124 @@ def render_propagation(p: dict, f: dict) -> list[str]:
     return L
 
 
+def render_modules(mo: dict) -> list[str]:
+    """The modules sections (bench/modules.py): the cost of imports, the time of a deploy."""
+    L = ["## Modules: what imports cost a request", ""]
+    im = mo.get("imports", {})
+    if im.get("status") != "ok":
+        L += [f"pending ({(im.get('note') or mo.get('note') or 'not run').splitlines()[0][:200]})", ""]
+    else:
+        c = im["config"]
+        mods = "; ".join(f"`{n}`: `{src}`" for n, src in im["modules"].items())
+        L.append(f"Measured {im['date']}: one node on the embedded store, {im['settings']} (wrk "
+                 f"`-t{c['threads']} -c{c['connections']} -d{c['duration']:g}s --latency`), as the "
+                 f"`picloud` row above. App `m` with modules {mods}. Every endpoint answers `xxx`. "
+                 f"After a {c['warmup']:g} s warm-up of each, {c['runs']} rounds each run every "
+                 "endpoint once, in turn, on the same server (so a drift of the machine hits all "
+                 "alike); each number is the median over the rounds. \"Of which engine thread\": "
+                 "CPU of the `picloud-eng-0` thread per request (schedstat), which runs the script "
+                 "and its imports; the rest of the server's CPU is the io thread's (HTTP, routing, "
+                 "hand-off).")
+        L.append("")
+        L.append("| endpoint | what | req/s | p50 | p99 | server CPU/req | of which engine thread | runs (req/s) | server / wrk / other CPU | note |")
+        L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |")
+        for name, e in im["endpoints"].items():
+            m = e["median"]
+            runs = ", ".join(f"{r['rps']:.0f}" for r in e["runs"])
+            note = []
+            if e.get("errors"):
+                note.append(f"{e['errors']} non-2xx or socket errors")
+            if e.get("discarded_runs"):
+                note.append(f"{len(e['discarded_runs'])} disturbed runs redone")
+            if (e.get("wrk_cpu_pct") or 0) >= WRK_BOUND_PCT:
+                note.append("wrk saturated its core")
+            L.append(f"| `{name}` | {e['what']} | {m['rps']:,.0f} | {_fmt_us(m['p50_us'])} | "
+                     f"{_fmt_us(m['p99_us'])} | {_fmt_cpu(m['server_cpu_us_per_req'])} | "
+                     f"{m.get('engine_cpu_us_per_req', 0):.2f} µs | {runs} | "
+                     f"{e['server_cpu_pct']} / {e['wrk_cpu_pct']} / {e['other_cpu_pct_max']} % | "
+                     f"{'; '.join(note)} |")
+        L.append("")
+        L.append("Sources: " + "; ".join(f"`{n}`: `{e['source']}`".replace("\n", " ")
+                                         for n, e in im["endpoints"].items()) + ".")
+        L.append("")
+        L.append("| ratio | req/s | by CPU/req (den. µs ÷ num. µs) | target | met |")
+        L.append("| --- | ---: | ---: | ---: | --- |")
+        for r in im["ratios"].values():
+            t = f"≥ {r['target']:.2f}" if r["target"] else ""
+            met = _yes(r["met"]) if r["target"] else ""
+            L.append(f"| {r['label']} | {r['value']:.3f} | {r['cpu_value']:.3f} | {t} | {met} |")
+        L.append("")
+    L += ["## Modules: time to apply a 100-script deploy", ""]
+    dp = mo.get("deploy", {})
+    if not dp.get("bundle"):
+        L += [f"pending ({(dp.get('note') or mo.get('note') or 'not run').splitlines()[0][:200]})", ""]
+        return L
+    b = dp["bundle"]
+    L.append(f"`POST /v1/apps/APP/deploy` of a generated bundle: {b['scripts']} scripts ({b['modules']} "
+             f"modules, {b['scripts'] - b['modules']} endpoints importing one or two of them; "
+             f"{b['lines_min']}–{b['lines_max']} lines, {b['source_bytes'] / 1024:.1f} KiB of source), "
+             f"{b['routes']} routes: a **{b['kib']:.1f} KiB** request body (the node accepts up to "
+             "`PICLOUD_DEPLOY_BYTES_MAX`, 8 MiB by default). "
+             f"{dp['settings'].capitalize()}; times from sending the request on an open admin "
+             "connection to the end of the answer, medians (min–max). \"Served\": until the app's "
+             "route answers with the new version, polled back to back from the same start. A first "
+             "deploy goes to a new app (the previous run's app deleted first); the other rows "
+             "redeploy to the last one. One unrecorded warm-up deploy first.")
+    L.append("")
+    stores = dp.get("stores", {})
+    names = list(stores)
+    L.append("| deploy | " + " | ".join(names) + " |")
+    L.append("| --- |" + " ---: |" * len(names))
+
+    def cell(s: dict, key: str) -> str:
+        if s.get("status") != "ok":
+            return "pending"
+        d = s[key]
+        return f"{d['median']:.1f} ms ({d['min']:.1f}–{d['max']:.1f})"
+
+    for key, label in [("first", "first deploy: 100 scripts created, 90 routes"),
+                       ("first_served", "… until its route serves"),
+                       ("unchanged", "identical bundle again: 100 unchanged"),
+                       ("one_endpoint", "1 endpoint changed"),
+                       ("one_endpoint_served", "… until it serves the new version"),
+                       ("one_module", "1 module changed (18 endpoints import it)"),
+                       ("one_module_served", "… until an importer serves it")]:
+        L.append(f"| {label} | " + " | ".join(cell(stores[n], key) for n in names) + " |")
+    L.append("| answer of a first deploy | " + " | ".join(
+        f"{stores[n]['answer_bytes_first']:,.0f} bytes" if stores[n].get("status") == "ok" else "pending"
+        for n in names) + " |")
+    L.append("| runs of each | " + " | ".join(
+        f"{stores[n]['runs']}" if stores[n].get("status") == "ok" else "–" for n in names) + " |")
+    L.append("")
+    for n in names:
+        s = stores[n]
+        if s.get("status") != "ok":
+            L += [f"{n}: {s.get('status')} ({(s.get('note') or '').splitlines()[0][:200]})", ""]
+    L.append("Per deploy, CPU time and times scheduled in (`/proc/*/task/*/schedstat`): the node's "
+             "control thread (admin API: parse, compile and check the bundle, write, publish), its "
+             "other threads (io, engine answering the poller, sync), and on PostgreSQL the node's "
+             "store connection's backend, where each time it is scheduled in is about one round "
+             "trip. ms of CPU (times scheduled in).")
+    L.append("")
+    L.append("| store | deploy | control thread | other node threads | PostgreSQL store backend |")
+    L.append("| --- | --- | ---: | ---: | ---: |")
+    kinds = {"first": "first", "unchanged": "unchanged", "one_endpoint": "1 endpoint",
+             "one_module": "1 module"}
+    for n in names:
+        for kind, groups in stores[n].get("sched_per_deploy", {}).items():
+            def part(pred):
+                sel = [v for g, v in groups.items() if pred(g)]
+                if not sel:
+                    return "–"
+                return (f"{sum(v['cpu_us'] for v in sel) / 1000:.2f} "
+                        f"({sum(v['runs'] for v in sel):g})")
+            L.append(f"| {n} | {kinds.get(kind, kind)} | {part(lambda g: g == 'node picloud-control')} | "
+                     f"{part(lambda g: g.startswith('node ') and g != 'node picloud-control')} | "
+                     f"{part(lambda g: g == 'pg picloud-D')} |")
+    L.append("")
+    return L
+
+
 def render(results: dict) -> str:
     cfg = results.get("config", {})
     m = results.get("machine", {})
@@ -489,6 +609,7 @@ def render(results: dict) -> str:
             L.append(f"Not measured: {fp['note'].splitlines()[0]}")
     L.append("")
     L += render_propagation(results.get("propagation", {}), results.get("footprint_pg", {}))
+    L += render_modules(results.get("modules", {}))
     # The targets discussion is written by people, not generated: it lives in bench/NOTES.md
     # and is carried into every regenerated RESULTS.md.
     notes = BENCH / "NOTES.md"
@@ -511,6 +632,8 @@ def main() -> int:
                     help="footprint and PostgreSQL idle window, seconds (default 30)")
     ap.add_argument("--pushes", type=int, default=200,
                     help="propagation: versions pushed through node A (default 200)")
+    ap.add_argument("--deploy-runs", type=int, default=5,
+                    help="modules: runs of each kind of deploy (default 5)")
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                     help="before each measurement wait up to S seconds for the machine to be idle "
                          "(< 5%% CPU), before each run too: for shared machines (default 0: do not wait)")
@@ -520,7 +643,7 @@ def main() -> int:
     ap.add_argument("--only", help=f"comma list of parts to run: {','.join(PARTS)}")
     ap.add_argument("--skip", help="comma list of parts not to run")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke test: 1 run of 2 s, 1 s warm-up, 5 s idle window, 20 pushes")
+                    help="smoke test: 1 run of 2 s, 1 s warm-up, 5 s idle window, 20 pushes, 2 deploy runs")
     ap.add_argument("--merge", action="store_true",
                     help="keep parts of the previous latest.json that this run does not measure")
     ap.add_argument("--write-results", action="store_true", help="also write bench/RESULTS.md")
@@ -534,7 +657,7 @@ def main() -> int:
         results = json.loads(latest.read_text())
     else:
         if a.quick:
-            a.runs, a.duration, a.warmup, a.idle, a.pushes = 1, 2, 1, 5, 20
+            a.runs, a.duration, a.warmup, a.idle, a.pushes, a.deploy_runs = 1, 2, 1, 5, 20, 2
         if a.retries is None:
             a.retries = 6 if a.wait_quiet else 0
         parts = a.only.split(",") if a.only else list(PARTS)
@@ -561,7 +684,7 @@ def main() -> int:
         results["commit"] = rev or "unknown"
         results["config"] = {"runs": a.runs, "duration": a.duration, "warmup": a.warmup,
                              "connections": a.connections, "threads": a.threads, "idle": a.idle,
-                             "pushes": a.pushes,
+                             "pushes": a.pushes, "deploy_runs": a.deploy_runs,
                              "wait_quiet": a.wait_quiet, "retries": a.retries,
                              "quick": a.quick, "parts": parts}
         results.setdefault("servers", {})
@@ -602,6 +725,12 @@ def main() -> int:
                     (RESULTS / "raw" / "propagation-samples.json").write_text(json.dumps(samples) + "\n")
                 results.update(res)
                 print(propagation.summary(res), file=sys.stderr)
+        if "modules" in parts:
+            if os.environ.get("BENCH_PICLOUD_BUILD_FAILED"):
+                results["modules"] = {"status": "skipped", "note": "picloud does not build"}
+            else:
+                results["modules"] = modules.run(vars(a))
+                print(modules.summary(results["modules"]), file=sys.stderr)
         results["ratios"] = compute_ratios(results["servers"])
         results["elapsed_s"] = round(time.monotonic() - t0, 1)
         latest.write_text(json.dumps(results, indent=2) + "\n")

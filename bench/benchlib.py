@@ -452,6 +452,8 @@ class Target:
     def start(self, data_dir: str | None = None) -> Server:
         k = self.kind
         if k == "ceiling":
+            if not ceiling_bin().exists():
+                raise NotReady(f"{ceiling_bin()} does not exist (run bench/run.sh without --no-build)")
             env = dict(os.environ)
             s = Server(k, [str(ceiling_bin()), f"127.0.0.1:{self.port}"], r"^ceiling ready",
                        self.cpus, env)

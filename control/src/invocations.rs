@@ -21,7 +21,7 @@
 //! dropped and counted: records are diagnostics, and retrying in a loop would hold up newer ones.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -29,8 +29,9 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use picloud_core::Limits;
 use picloud_core::services::{InvocationRecord, InvocationSink, LogStore};
 
-/// Most records written in one `append_invocations` (one store transaction). Bounds the time
-/// one write holds the store's writer lock.
+/// Records written in one `append_invocations` (one store transaction) before the thread
+/// looks at the queue again: batches are taken whole, so a write holds at most this many plus
+/// one engine batch. Bounds the time one write holds the store's writer lock.
 pub const BATCH_LEN_MAX: usize = 256;
 
 /// How long [`LogWriter::stop`] waits for the thread to write what is queued.
@@ -45,21 +46,35 @@ struct Counters {
     written: AtomicU64,
 }
 
-/// The engines' end: a bounded queue that never blocks.
+/// The engines' end: a queue of batches that never blocks, bounded in records
+/// (`log_queue_len_max`) by a count of the records it holds.
 struct QueueSink {
-    records: Sender<InvocationRecord>,
+    records: Sender<Vec<InvocationRecord>>,
+    /// Records queued and not yet taken by the thread.
+    queued: Arc<AtomicUsize>,
+    queued_max: usize,
     counters: Arc<Counters>,
 }
 
 impl InvocationSink for QueueSink {
     fn record(&self, record: InvocationRecord) {
-        match self.records.try_send(record) {
-            Ok(()) => {}
-            // Full: the writer is behind (slow disk, store down); Disconnected: it stopped.
-            // Either way the request must not wait; the count shows up in metrics.
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        self.record_batch(vec![record]);
+    }
+
+    fn record_batch(&self, records: Vec<InvocationRecord>) {
+        let n = records.len();
+        // Full: the writer is behind (slow disk, store down); Disconnected: it stopped.
+        // Either way the request must not wait; the count shows up in metrics.
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.queued_max {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        }
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.records.try_send(records)
+        {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 }
@@ -95,11 +110,15 @@ impl LogWriter {
     ) -> std::io::Result<(LogWriter, Arc<dyn InvocationSink>)> {
         // A zero-capacity crossbeam channel is a rendezvous channel, on which `try_send` only
         // succeeds while the thread waits; keep at least one slot.
-        let (records_tx, records_rx) = crossbeam_channel::bounded(limits.log_queue_len_max.max(1));
+        // Bounded in records by `queued`; the channel itself holds at most that many batches.
+        let queued_max = limits.log_queue_len_max.max(1);
+        let (records_tx, records_rx) = crossbeam_channel::bounded(queued_max);
+        let queued = Arc::new(AtomicUsize::new(0));
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let counters = Arc::new(Counters::default());
         let per_app_max = limits.log_records_max;
+        let queued_for_sink = Arc::clone(&queued);
         let thread = {
             let counters = Arc::clone(&counters);
             std::thread::Builder::new()
@@ -111,6 +130,7 @@ impl LogWriter {
                         store,
                         per_app_max,
                         counters,
+                        queued,
                         failing: false,
                     };
                     writer.run(&records_rx, &shutdown_rx);
@@ -118,6 +138,8 @@ impl LogWriter {
         };
         let sink = Arc::new(QueueSink {
             records: records_tx,
+            queued: Arc::clone(&queued_for_sink),
+            queued_max,
             counters: Arc::clone(&counters),
         });
         Ok((
@@ -175,19 +197,21 @@ struct Writer {
     store: Arc<dyn LogStore>,
     per_app_max: usize,
     counters: Arc<Counters>,
+    /// Records queued by the sink and not yet taken (the sink's bound).
+    queued: Arc<AtomicUsize>,
     /// The last write failed: the next failure is not logged again.
     failing: bool,
 }
 
 impl Writer {
-    fn run(&mut self, records: &Receiver<InvocationRecord>, shutdown: &Receiver<()>) {
+    fn run(&mut self, records: &Receiver<Vec<InvocationRecord>>, shutdown: &Receiver<()>) {
         let mut batch = Vec::with_capacity(BATCH_LEN_MAX);
         loop {
             crossbeam_channel::select! {
                 recv(records) -> first => match first {
-                    Ok(record) => {
-                        batch.push(record);
-                        fill(&mut batch, records);
+                    Ok(first) => {
+                        self.take(&mut batch, first);
+                        self.fill(&mut batch, records);
                         self.write(&mut batch);
                     }
                     // Every sink is gone: nothing more can come.
@@ -196,7 +220,7 @@ impl Writer {
                 // Only ever disconnected (`stop` drops the sender): write what is queued, exit.
                 recv(shutdown) -> _ => {
                     loop {
-                        fill(&mut batch, records);
+                        self.fill(&mut batch, records);
                         if batch.is_empty() {
                             return;
                         }
@@ -233,12 +257,21 @@ impl Writer {
     }
 }
 
-/// Moves queued records into `batch` until it holds [`BATCH_LEN_MAX`] or the queue is empty.
-fn fill(batch: &mut Vec<InvocationRecord>, records: &Receiver<InvocationRecord>) {
-    while batch.len() < BATCH_LEN_MAX {
-        match records.try_recv() {
-            Ok(record) => batch.push(record),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+impl Writer {
+    /// Moves one queued batch into `batch`.
+    fn take(&self, batch: &mut Vec<InvocationRecord>, mut queued: Vec<InvocationRecord>) {
+        self.queued.fetch_sub(queued.len(), Ordering::AcqRel);
+        batch.append(&mut queued);
+    }
+
+    /// Moves queued batches into `batch` until it holds at least [`BATCH_LEN_MAX`] records or
+    /// the queue is empty.
+    fn fill(&self, batch: &mut Vec<InvocationRecord>, records: &Receiver<Vec<InvocationRecord>>) {
+        while batch.len() < BATCH_LEN_MAX {
+            match records.try_recv() {
+                Ok(more) => self.take(batch, more),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            }
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct CatalogScript {
     /// the same versions. The key of the evaluated-module cache (with app and name), so a
     /// module change reaches every importer at once and nothing else is re-evaluated.
     pub fingerprint: String,
+    /// `app NUL name NUL fingerprint`: the evaluated-module cache key, built once here so a
+    /// lookup per `import` allocates nothing.
+    pub module_key: Arc<str>,
 }
 
 impl CatalogScript {
@@ -46,6 +49,7 @@ impl CatalogScript {
             name: name.to_string(),
             kind,
             version: 1,
+            module_key: Arc::from(format!("\0{name}\0{hash}")),
             fingerprint: hash.clone(),
             hash,
             source: Arc::from(source),
@@ -398,17 +402,22 @@ impl Catalog {
                 .scripts
                 .iter()
                 .map(|s| {
+                    let fingerprint = fingerprints
+                        .get(&s.info.name)
+                        .cloned()
+                        .unwrap_or_else(|| s.info.hash.clone());
                     let cs = CatalogScript {
+                        module_key: Arc::from(format!(
+                            "{}\0{}\0{fingerprint}",
+                            sa.app.name, s.info.name
+                        )),
                         name: s.info.name.clone(),
                         kind: s.info.kind,
                         version: s.info.version,
                         hash: s.info.hash.clone(),
                         source: Arc::from(s.source.as_str()),
                         imports: s.info.imports.clone(),
-                        fingerprint: fingerprints
-                            .get(&s.info.name)
-                            .cloned()
-                            .unwrap_or_else(|| s.info.hash.clone()),
+                        fingerprint,
                     };
                     (cs.name.clone(), Arc::new(cs))
                 })

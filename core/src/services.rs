@@ -153,6 +153,14 @@ pub struct InvocationRecord {
 pub trait InvocationSink: Send + Sync {
     /// Takes one record.
     fn record(&self, record: InvocationRecord);
+
+    /// Takes several records at once. Engines hand records over in batches, so a writer
+    /// thread is woken once per batch, not once per request.
+    fn record_batch(&self, records: Vec<InvocationRecord>) {
+        for r in records {
+            self.record(r);
+        }
+    }
 }
 
 /// Keeps invocation records per app.

@@ -112,12 +112,10 @@ pub fn analyze(ast: &AST, kind: ScriptKind) -> Result<Analysis, CompileError> {
     })
 }
 
-/// Key of an evaluated module: (app, module name, fingerprint).
-type ModuleKey = (String, String, String);
-
-/// The shared cache of evaluated modules. See the module docs.
+/// The shared cache of evaluated modules, keyed by `CatalogScript::module_key` (app, module
+/// name, fingerprint). See the module docs.
 pub struct ModuleCache {
-    entries: Mutex<LruCache<ModuleKey, Shared<Module>>>,
+    entries: Mutex<LruCache<Arc<str>, Shared<Module>>>,
     /// Modules evaluated so far (misses): lets tests see that a change re-evaluated only what
     /// depends on it.
     evaluations: AtomicU64,
@@ -211,31 +209,24 @@ impl ModuleResolver for AppModules {
         path: &str,
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
-        // Everything needed from the context is copied out: evaluating a module below calls
+        // The app is copied out of the context (an `Arc`): evaluating a module below calls
         // back into this resolver for its own imports, which borrows the context again.
-        let (app, chain) = CONTEXT
-            .with(|c| {
-                c.borrow()
-                    .as_ref()
-                    .map(|ctx| (ctx.app.clone(), ctx.loading.clone()))
-            })
+        let app = CONTEXT
+            .with(|c| c.borrow().as_ref().map(|ctx| ctx.app.clone()))
             .ok_or_else(|| not_found(path, pos))?;
-        // Only names of this app's modules resolve: no paths, no other app's names.
-        if validate_module_name(path).is_err() {
-            return Err(not_found(path, pos));
-        }
+        // Only this app's modules resolve, by exact name: module names were checked when the
+        // scripts were saved, so no path, other app's name or odd string can match one.
         let script = match app.scripts.get(path) {
             Some(s) if s.kind == ScriptKind::Module => s.clone(),
             _ => return Err(not_found(path, pos)),
         };
-        let key = (
-            app.name.clone(),
-            script.name.clone(),
-            script.fingerprint.clone(),
-        );
-        if let Some(m) = self.modules.entries.lock().get(&key) {
+        if let Some(m) = self.modules.entries.lock().get(script.module_key.as_ref()) {
             return Ok(m.clone());
         }
+        // A miss: check the chain being loaded for cycles and depth before evaluating.
+        let chain = CONTEXT
+            .with(|c| c.borrow().as_ref().map(|ctx| ctx.loading.clone()))
+            .unwrap_or_default();
         if chain.iter().any(|n| n == path) {
             let mut cycle = chain.clone();
             cycle.push(path.to_string());
@@ -271,7 +262,10 @@ impl ModuleResolver for AppModules {
         self.modules.evaluations.fetch_add(1, Ordering::Relaxed);
         // Two threads missing the same key both evaluate it; the modules are equivalent and
         // the second insert wins (as in the AST cache: no thread waits on another's work).
-        self.modules.entries.lock().put(key, module.clone());
+        self.modules
+            .entries
+            .lock()
+            .put(script.module_key.clone(), module.clone());
         Ok(module)
     }
 }

@@ -122,7 +122,7 @@ impl Default for Limits {
             log_records_max: 1_000,
             log_lines_max: 100,
             log_line_bytes_max: 2 * KIB,
-            log_queue_len_max: 4_096,
+            log_queue_len_max: 8_192,
             event_depth_max: 4,
             db_connect_timeout_ms: 5_000,
             db_keepalive_ms: 10_000,

@@ -2,7 +2,8 @@
 """PiCloud bench driver: throughput/latency of PiCloud against the ceiling, Node.js and Deno,
 the engine-overhead example, the footprint, (propagation.py) how fast a change reaches the
 other nodes of a PostgreSQL cluster and whether those nodes sleep when idle, and (modules.py)
-what imports cost a request and how long a 100-script deploy takes. Normally started
+what imports cost a request and how long a 100-script deploy takes, and (sdk.py) what KV calls
+and invocation records cost a request and whether such a node still sleeps. Normally started
 by bench/run.sh, which builds and installs what is needed first; run this directly to re-run
 without building.
 
@@ -30,6 +31,7 @@ from pathlib import Path
 import footprint
 import modules
 import propagation
+import sdk
 from benchlib import (BENCH, RESULTS, ROOT, WORKLOADS, CpuWatch, NotReady, Target, check_answer,
                       log, machine_info, proc_mem_kib, run_wrk, wait_quiet)
 
@@ -43,7 +45,7 @@ SERVERS = {
     "picloud-2core": ("picloud", "0,1", None,
                       "PiCloud 2-core layout: default workers, taskset -c 0,1 (wrk shares core 1)"),
 }
-PARTS = list(SERVERS) + ["overhead", "footprint", "propagation", "modules"]
+PARTS = list(SERVERS) + ["overhead", "footprint", "propagation", "modules", "sdk"]
 
 RATIOS = [
     # (key, numerator server, denominator server, workload, target, label); req/s ratios.
@@ -434,6 +436,143 @@ def render_modules(mo: dict) -> list[str]:
     return L
 
 
+def render_sdk(sd: dict) -> list[str]:
+    """The SDK sections (bench/sdk.py): KV calls on both stores, invocation records, idle."""
+    L = ["## SDK: what a KV call costs a request", ""]
+    kv = sd.get("kv", {})
+    stores = kv.get("stores", {})
+    if not stores:
+        L += [f"pending ({(kv.get('note') or sd.get('note') or 'not run').splitlines()[0][:200]})", ""]
+    else:
+        c = kv["config"]
+        L.append(f"Measured {kv['date']}: one node per store, {kv['settings']} (wrk `-t{c['threads']} "
+                 f"-c{c['connections']} -d{c['duration']:g}s --latency`), as the `picloud` row above; "
+                 "PostgreSQL on a fresh database of the local server, its backends not pinned (they "
+                 "share the two cores with the node and wrk). App `k`, deployed in one `POST "
+                 "/v1/apps/k/deploy`; `key` holds `#{a: 1, b: \"x\"}` (set through the admin API). "
+                 f"After a {c['warmup']:g} s warm-up of each endpoint, {c['runs']} rounds each run "
+                 "every endpoint once, in turn, on the same node; medians over the rounds. `set` "
+                 "overwrites one of 1000 keys, `?i=` cycled by `wrk/kv_set.lua` (a new key per request "
+                 "would reach the 10,000-key bound in seconds; one fixed key would measure PostgreSQL's "
+                 "churn of one row). **Cost of a call** = 1e6/req/s of the endpoint − 1e6/req/s of "
+                 "`hello` on the same node: with one engine thread, how long the call holds it (CPU or "
+                 "waiting for a disk flush or a round trip). Node CPU and PostgreSQL CPU per request "
+                 "from `/proc/*/schedstat` (the node's threads; the database's backends: `picloud-kv` "
+                 "runs the KV calls, the node's store connection appends the invocation records).")
+        L.append("")
+        L.append("| store | endpoint | req/s | p50 | p99 | node CPU/req | PostgreSQL CPU/req: KV + other backends | cost of the call (wall) | node CPU of the call | runs (req/s) | server / wrk / other CPU | note |")
+        L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |")
+        for store, s in stores.items():
+            if s.get("status") != "ok":
+                L.append(f"| {store} | | pending | | | | | | | | | "
+                         f"{(s.get('note') or '').splitlines()[0][:160] if s.get('note') else ''} |")
+                continue
+            for n, e in s["endpoints"].items():
+                m = e["median"]
+                kvb = sum(v["cpu_us_per_req"] for g, v in e["threads"].items() if g == "pg picloud-kv")
+                rest = sum(v["cpu_us_per_req"] for g, v in e["threads"].items()
+                           if g.startswith("pg ") and g != "pg picloud-kv")
+                cost = s["cost"].get(n)
+                runs = ", ".join(f"{r['rps']:.0f}" for r in e["runs"])
+                note = []
+                if e.get("errors"):
+                    note.append(f"{e['errors']} non-2xx or socket errors")
+                if e.get("discarded_runs"):
+                    note.append(f"{len(e['discarded_runs'])} disturbed runs redone")
+                if (e.get("wrk_cpu_pct") or 0) >= WRK_BOUND_PCT:
+                    note.append("wrk saturated its core")
+                pg_cell = f"{kvb:.1f} + {rest:.1f} µs" if s.get("backends") else "–"
+                wall = f"**{cost['wall_us']:.1f} µs**" if cost else ""
+                ncpu = f"{cost['server_cpu_us']:.1f} µs" if cost else ""
+                L.append(f"| {store} | `{n}` | {m['rps']:,.0f} | {_fmt_us(m['p50_us'])} | "
+                         f"{_fmt_us(m['p99_us'])} | {_fmt_cpu(m['server_cpu_us_per_req'])} | "
+                         f"{pg_cell} | {wall} | {ncpu} | {runs} | "
+                         f"{e['server_cpu_pct']} / {e['wrk_cpu_pct']} / {e['other_cpu_pct_max']} % | "
+                         f"{'; '.join(note)} |")
+        L.append("")
+        L.append("Sources: " + "; ".join(
+            f"`{n}`: `{src}`".replace("\n", " ") for n, (src, _) in sdk.ENDPOINTS.items()) + ".")
+        L.append("")
+        for store, s in stores.items():
+            if s.get("status") != "ok":
+                continue
+            extra = ""
+            if "fsync_probe_ms" in s:
+                f = s["fsync_probe_ms"]
+                extra = (f" Yardstick: an `fsync` of a 4 KiB write in the data dir's file system takes "
+                         f"{f['median']:.2f} ms (median, p90 {f['p90']:.2f} ms).")
+            if "pg_insert_commit_ms" in s:
+                extra = (f" Yardsticks from the bench over one connection: `SELECT 1` "
+                         f"{s['pg_select_ms']['median']:.2f} ms, autocommit `INSERT` "
+                         f"{s['pg_insert_commit_ms']['median']:.2f} ms (medians). Backends: "
+                         + ", ".join(f"`{b}`" for b in s["backends"]) + ".")
+            L.append(f"- **{store}**: {s['durability']}.{extra}")
+        L.append("")
+    L += ["## SDK: what invocation records cost a request", ""]
+    lg = sd.get("logging", {})
+    if lg.get("status") != "ok":
+        L += [f"pending ({(lg.get('note') or sd.get('note') or 'not run').splitlines()[0][:200]})", ""]
+    else:
+        c = lg["config"]
+        on, off = lg["nodes"]["on"], lg["nodes"]["off"]
+        w = lg.get("writer") or {}
+        L.append(f"Measured {lg['date']}: two embedded nodes, {lg['settings']}, app `k` with `hello` "
+                 "only; one with `PICLOUD_INVOCATION_LOGS=on` (the default: every run leaves a record, "
+                 "written by the `picloud-logs` thread in batches), one with `off` (no records, no "
+                 f"writer thread). After a {c['warmup']:g} s warm-up of each, {c['runs']} pairs of "
+                 f"{c['duration']:g} s runs alternating the order (on/off, off/on, …); medians.")
+        L.append("")
+        L.append("| records | req/s | p50 | p99 | server CPU/req | runs (req/s) | server / wrk / other CPU | records written / scripts run |")
+        L.append("| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |")
+        for label, e in (("on", on), ("off", off)):
+            m = e["median"]
+            runs = ", ".join(f"{r['rps']:.0f}" for r in e["runs"])
+            rec = (f"{e['records']:,} / {e['script_runs']:,.0f} ({e['dropped']:,} not written)"
+                   if e.get("records") is not None and e.get("script_runs") is not None else
+                   f"none kept / {e['script_runs']:,.0f}" if e.get("script_runs") is not None else "–")
+            L.append(f"| {label} | {m['rps']:,.0f} | {_fmt_us(m['p50_us'])} | {_fmt_us(m['p99_us'])} | "
+                     f"{_fmt_cpu(m['server_cpu_us_per_req'])} | {runs} | {e['server_cpu_pct']} / "
+                     f"{e['wrk_cpu_pct']} / {e['other_cpu_pct_max']} % | {rec} |")
+        L.append("")
+        L.append("| measure | value | target | met |")
+        L.append("| --- | ---: | ---: | --- |")
+        L.append(f"| req/s with records ÷ without | **{lg['ratio']:.3f}** (pairs: "
+                 f"{', '.join(f'{x:.3f}' for x in lg['pair_ratios'])}) | ≥ {lg['target']:.2f} | {_yes(lg['met'])} |")
+        L.append(f"| by CPU/req (without ÷ with) | {lg['cpu_ratio']:.3f} | | |")
+        L.append(f"| cost of a record, wall (1e6/req/s on − off) | {lg['cost_wall_us']:.2f} µs | | |")
+        L.append(f"| cost of a record, server CPU | {lg['cost_cpu_us']:.2f} µs | | |")
+        if w:
+            L.append(f"| `picloud-logs` thread during the on runs | {w['cpu_pct']} % of a core, "
+                     f"{w['cpu_us_per_req']:.2f} µs/req, scheduled in {w['runs_per_s']:,.0f}×/s | | |")
+        L.append("")
+    L += ["## SDK: idle with a schedule and records", ""]
+    idle = sd.get("idle", {})
+    if idle.get("status") != "ok":
+        L += [f"pending ({(idle.get('note') or sd.get('note') or 'not run').splitlines()[0][:200]})", ""]
+        return L
+    T = idle["targets"]
+    sc = "; ".join(f"`{s['name']}` `{s['cron']}` next {s.get('next_run')}" for s in idle["schedules"])
+    tr = ", ".join(f"{v['seconds']:g} s on `{n}` ({v['requests']:,} requests)" for n, v in idle["traffic"].items())
+    L.append(f"Measured {idle['date']}: one embedded node, {idle['settings']}, app `k` with the "
+             f"endpoints above and a schedule that is not due during the run ({sc}). After wrk: {tr} "
+             f"({idle['records']:,} records written; an app keeps its last 1000), then 1 s of rest, one {idle['seconds']:g} s window "
+             f"read as the footprint reads it. Idle RSS {_fmt_kib(idle['idle_mem']['rss_kib'])}.")
+    L.append("")
+    L.append("| measure | value | target | met |")
+    L.append("| --- | ---: | ---: | --- |")
+    L.append(f"| CPU ticks, all {idle['threads']} threads | {idle['ticks']} | {T['idle_ticks']} | "
+             f"{_yes(idle['ticks'] <= T['idle_ticks'])} |")
+    L.append(f"| context switches, all threads | {idle['switches']} | ≤ {T['idle_switches']} | "
+             f"{_yes(idle['switches'] <= T['idle_switches'])} |")
+    L.append("")
+    L.append("| thread | tid | ticks | switches | note |")
+    L.append("| --- | ---: | ---: | ---: | --- |")
+    for row in idle["per_thread"]:
+        L.append(f"| `{row['name']}` | {row['tid']} | {row['ticks']} | {row['switches']} | {row['note']} |")
+    L.append("")
+    return L
+
+
 def render(results: dict) -> str:
     cfg = results.get("config", {})
     m = results.get("machine", {})
@@ -610,6 +749,7 @@ def render(results: dict) -> str:
     L.append("")
     L += render_propagation(results.get("propagation", {}), results.get("footprint_pg", {}))
     L += render_modules(results.get("modules", {}))
+    L += render_sdk(results.get("sdk", {}))
     # The targets discussion is written by people, not generated: it lives in bench/NOTES.md
     # and is carried into every regenerated RESULTS.md.
     notes = BENCH / "NOTES.md"
@@ -731,6 +871,12 @@ def main() -> int:
             else:
                 results["modules"] = modules.run(vars(a))
                 print(modules.summary(results["modules"]), file=sys.stderr)
+        if "sdk" in parts:
+            if os.environ.get("BENCH_PICLOUD_BUILD_FAILED"):
+                results["sdk"] = {"status": "skipped", "note": "picloud does not build"}
+            else:
+                results["sdk"] = sdk.run(vars(a))
+                print(sdk.summary(results["sdk"]), file=sys.stderr)
         results["ratios"] = compute_ratios(results["servers"])
         results["elapsed_s"] = round(time.monotonic() - t0, 1)
         latest.write_text(json.dumps(results, indent=2) + "\n")

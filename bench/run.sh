@@ -8,6 +8,7 @@
 #   bench/run.sh --only ceiling,node,deno     # parts: ceiling node deno picloud picloud-2core overhead footprint
 #                                             #   propagation (3 nodes on PostgreSQL: needs psql and a server)
 #                                             #   modules (imports; 100-script deploys on both stores)
+#                                             #   sdk (KV calls on both stores, invocation records, idle)
 #   bench/run.sh --no-build ...    # use the binaries as they are
 #   bench/run.sh --report-only [--write-results]   # regenerate the report from latest.json
 #   bench/run.sh --wait-quiet 120 ... # shared machine: wait for quiet, redo disturbed runs

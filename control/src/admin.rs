@@ -390,7 +390,7 @@ impl Admin {
             self.publisher.revision(),
             self.ast_cache.compiles(),
             picloud_worker::metrics::render()
-        );
+        ) + crate::invocations::render_metrics().as_str();
         Response::new(200, "text/plain; version=0.0.4", text)
     }
 

@@ -61,6 +61,39 @@ struct Counters {
     written: AtomicU64,
 }
 
+/// Node-wide totals for `/metrics` (a node has one writer; tests with several nodes in one
+/// process see their sum).
+static RECORDS_DROPPED: AtomicU64 = AtomicU64::new(0);
+static RECORDS_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+impl Counters {
+    fn drop_records(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        RECORDS_DROPPED.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn wrote_records(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+        RECORDS_WRITTEN.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The writer's counters in Prometheus text format.
+pub fn render_metrics() -> String {
+    format!(
+        "# HELP picloud_invocation_records_dropped_total Invocation records lost: queue full, \
+         writer stopped, or the store refused their batch.\n\
+         # TYPE picloud_invocation_records_dropped_total counter\n\
+         picloud_invocation_records_dropped_total {}\n\
+         # HELP picloud_invocation_records_written_total Invocation records handed to the store \
+         (including those a write trims at once).\n\
+         # TYPE picloud_invocation_records_written_total counter\n\
+         picloud_invocation_records_written_total {}\n",
+        RECORDS_DROPPED.load(Ordering::Relaxed),
+        RECORDS_WRITTEN.load(Ordering::Relaxed)
+    )
+}
+
 /// The engines' end: a queue of batches that never blocks, bounded in records
 /// (`log_queue_len_max`) by a count of the records it holds.
 struct QueueSink {
@@ -82,14 +115,14 @@ impl InvocationSink for QueueSink {
         // Either way the request must not wait; the count shows up in metrics.
         if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.queued_max {
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.counters.drop_records(n as u64);
             return;
         }
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.records.try_send(records)
         {
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.counters.drop_records(n as u64);
         }
     }
 }
@@ -273,14 +306,14 @@ impl Writer {
         }
         match self.store.append_invocations(batch, self.per_app_max) {
             Ok(()) => {
-                self.counters.written.fetch_add(n, Ordering::Relaxed);
+                self.counters.wrote_records(n);
                 if self.failing {
                     log::info!("invocation records are being written again");
                     self.failing = false;
                 }
             }
             Err(e) => {
-                self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                self.counters.drop_records(n);
                 if !self.failing {
                     log::warn!(
                         "cannot write invocation records ({e}); dropping them until the store \

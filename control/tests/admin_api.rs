@@ -275,6 +275,12 @@ fn health_reports_the_revision_and_metrics_count_responses() {
         "{}",
         m.text()
     );
+    for counter in [
+        "picloud_invocation_records_dropped_total",
+        "picloud_invocation_records_written_total",
+    ] {
+        assert!(m.text().contains(counter), "{counter}: {}", m.text());
+    }
 }
 
 #[test]

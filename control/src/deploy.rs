@@ -401,70 +401,71 @@ fn parse_args(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<A
         }
     }
     let dir = dir.ok_or_else(|| usage("no DIR given".into()))?;
+    let target = resolve_target(url, token, env).map_err(usage)?;
+    Ok(Args { dir, prune, target })
+}
+
+/// Where a CLI command sends admin calls: `--url` or `PICLOUD_URL` (default [`DEFAULT_URL`],
+/// plain `http://` only) and `--token` or `PICLOUD_TOKEN` (required). Shared by `deploy` and
+/// `logs`.
+pub fn resolve_target(
+    url: Option<String>,
+    token: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Target, String> {
     let url = url
         .or_else(|| env("PICLOUD_URL"))
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| DEFAULT_URL.to_string());
     if url.to_ascii_lowercase().starts_with("https://") {
-        return Err(usage(format!(
+        return Err(format!(
             "{url}: the admin API is plain HTTP and picloud has no TLS client; reach a remote \
              node through an SSH tunnel (ssh -L 8081:127.0.0.1:8081 HOST) and use {DEFAULT_URL}"
-        )));
+        ));
     }
     if !url.to_ascii_lowercase().starts_with("http://") {
-        return Err(usage(format!(
-            "{url}: the admin URL must start with http://"
-        )));
+        return Err(format!("{url}: the admin URL must start with http://"));
     }
     let token = token
         .or_else(|| env("PICLOUD_TOKEN"))
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
-            usage(
-                "no admin token: set PICLOUD_TOKEN (or pass --token); the node printed one at \
-                 its first start, or use its PICLOUD_ADMIN_TOKEN"
-                    .into(),
-            )
+            "no admin token: set PICLOUD_TOKEN (or pass --token); the node printed one at its \
+             first start, or use its PICLOUD_ADMIN_TOKEN"
+                .to_string()
         })?;
-    Ok(Args {
-        dir,
-        prune,
-        target: Target {
-            url: url.trim_end_matches('/').to_string(),
-            token,
-        },
+    Ok(Target {
+        url: url.trim_end_matches('/').to_string(),
+        token,
     })
 }
 
-/// Sends the bundle. A refusal is [`DeployError::Refused`] with the node's error object.
-pub fn send(target: &Target, bundle: &Bundle) -> Result<Answer, DeployError> {
-    let transport = |message: String| DeployError::Transport {
-        url: target.url.clone(),
-        message,
-    };
-    // Status codes are answers to read, not transport errors; proxies from the environment
-    // are ignored because the admin API is on loopback or at the end of an SSH tunnel.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+/// The HTTP client of the CLI commands: status codes are answers to read, not transport
+/// errors; proxies from the environment are ignored because the admin API is on loopback or at
+/// the end of an SSH tunnel.
+pub fn agent(call_timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
         .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_global(Some(CALL_TIMEOUT))
+        .timeout_global(Some(call_timeout))
         .http_status_as_error(false)
         .proxy(None)
         .build()
-        .into();
-    let url = format!("{}/v1/apps/{}/deploy", target.url, bundle.app);
-    let mut response = agent
-        .post(&url)
-        .header("authorization", format!("Bearer {}", target.token))
-        .send_json(&bundle.body)
-        .map_err(|e| transport(e.to_string()))?;
+        .into()
+}
+
+/// Reads an admin answer: `Ok(Ok(body))` for 200, `Ok(Err(error))` for a refusal (the node's
+/// error object, or `http_STATUS` with an excerpt if it sent none; a 401 gets a hint), `Err`
+/// if the body could not be read.
+pub fn read_answer(
+    mut response: ureq::http::Response<ureq::Body>,
+) -> Result<Result<String, ServerError>, String> {
     let status = response.status().as_u16();
     let text = response
         .body_mut()
         .read_to_string()
-        .map_err(|e| transport(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if status == 200 {
-        return serde_json::from_str(&text)
-            .map_err(|e| transport(format!("unreadable answer ({e}): {}", excerpt(&text))));
+        return Ok(Ok(text));
     }
     #[derive(Deserialize)]
     struct Envelope {
@@ -480,10 +481,33 @@ pub fn send(target: &Target, bundle: &Bundle) -> Result<Answer, DeployError> {
             column: 0,
         },
     };
-    // The two refusals with an obvious cause get a hint.
     if status == 401 {
         error.message.push_str(" (check PICLOUD_TOKEN)");
-    } else if status == 404 && error.code == "not_found" {
+    }
+    Ok(Err(error))
+}
+
+/// Sends the bundle. A refusal is [`DeployError::Refused`] with the node's error object.
+pub fn send(target: &Target, bundle: &Bundle) -> Result<Answer, DeployError> {
+    let transport = |message: String| DeployError::Transport {
+        url: target.url.clone(),
+        message,
+    };
+    let url = format!("{}/v1/apps/{}/deploy", target.url, bundle.app);
+    let response = agent(CALL_TIMEOUT)
+        .post(&url)
+        .header("authorization", format!("Bearer {}", target.token))
+        .send_json(&bundle.body)
+        .map_err(|e| transport(e.to_string()))?;
+    let mut error = match read_answer(response).map_err(transport)? {
+        Ok(text) => {
+            return serde_json::from_str(&text)
+                .map_err(|e| transport(format!("unreadable answer ({e}): {}", excerpt(&text))));
+        }
+        Err(error) => error,
+    };
+    // A 404 with our own code means the node predates deploys.
+    if error.code == "not_found" && error.message.starts_with("no admin route") {
         error
             .message
             .push_str(" (this node has no deploy endpoint; is it older than this picloud?)");

@@ -16,14 +16,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::admin_logs::LIMIT_MAX;
-use crate::deploy::{DEFAULT_URL, ServerError, Target};
+#[cfg(test)]
+use crate::deploy::DEFAULT_URL;
+use crate::deploy::{ServerError, Target, agent, read_answer, resolve_target};
 
 /// Records printed first when `--limit` is not given.
 pub const LIMIT_DEFAULT: usize = 20;
 /// Time between two polls of `--follow`.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
-/// Giving up on connecting to the node.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Giving up on one call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -149,28 +149,12 @@ pub fn parse_args(
     }
     let app = app.ok_or_else(|| usage("no APP given".into()))?;
     picloud_core::model::validate_app_name(&app).map_err(usage)?;
-    let url = url
-        .or_else(|| env("PICLOUD_URL"))
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| DEFAULT_URL.to_string());
-    if !url.to_ascii_lowercase().starts_with("http://") {
-        return Err(usage(format!(
-            "{url}: the admin URL must start with http:// (plain HTTP; reach a remote node \
-             through an SSH tunnel: ssh -L 8081:127.0.0.1:8081 HOST)"
-        )));
-    }
-    let token = token
-        .or_else(|| env("PICLOUD_TOKEN"))
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| usage("no admin token: set PICLOUD_TOKEN (or pass --token)".into()))?;
+    let target = resolve_target(url, token, env).map_err(usage)?;
     Ok(Args {
         app,
         follow,
         limit: limit.unwrap_or(LIMIT_DEFAULT),
-        target: Target {
-            url: url.trim_end_matches('/').to_string(),
-            token,
-        },
+        target,
     })
 }
 
@@ -190,37 +174,18 @@ pub fn fetch(
     if let Some(after) = after {
         url.push_str(&format!("&after={after}"));
     }
-    let mut response = agent
+    let response = agent
         .get(&url)
         .header("authorization", format!("Bearer {}", target.token))
         .call()
         .map_err(|e| transport(e.to_string()))?;
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| transport(e.to_string()))?;
-    if status == 200 {
-        return serde_json::from_str(&text)
-            .map_err(|e| transport(format!("unreadable answer ({e})")));
-    }
-    #[derive(Deserialize)]
-    struct Envelope {
-        error: ServerError,
-    }
-    let mut error = match serde_json::from_str::<Envelope>(&text) {
-        Ok(envelope) => envelope.error,
-        Err(_) => ServerError {
-            code: format!("http_{status}"),
-            message: text.chars().take(200).collect(),
-            script: None,
-            line: 0,
-            column: 0,
-        },
+    let error = match read_answer(response).map_err(transport)? {
+        Ok(text) => {
+            return serde_json::from_str(&text)
+                .map_err(|e| transport(format!("unreadable answer ({e})")));
+        }
+        Err(error) => error,
     };
-    if status == 401 {
-        error.message.push_str(" (check PICLOUD_TOKEN)");
-    }
     Err(LogsError::Refused(error))
 }
 
@@ -312,13 +277,7 @@ pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_global(Some(CALL_TIMEOUT))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into();
+    let agent = agent(CALL_TIMEOUT);
     let print = |entries: &[Entry]| {
         for e in entries {
             for line in format_entry(e) {

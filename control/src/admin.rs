@@ -309,9 +309,7 @@ impl Admin {
         if self.store.get_app(app)?.is_none() {
             return Err(AdminError::not_found(format!("no app {app:?}")));
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now = picloud_core::now_ms();
         match call(kv.as_ref(), now) {
             Ok((204, _)) => Ok(no_content()),
             Ok((status, v)) => Ok(json_response(status, &v)),
@@ -342,9 +340,7 @@ impl Admin {
         let schedules = self.store.get_schedules(app)?;
         let last: std::collections::HashMap<String, u64> =
             self.store.schedule_last_runs(app)?.into_iter().collect();
-        let now = std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now = picloud_core::now_ms();
         let out: Vec<Value> = schedules
             .iter()
             .map(|s| {

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use croner::Cron;
@@ -52,12 +52,6 @@ pub fn next_due_ms(cron: &Cron, after_ms: u64) -> Option<u64> {
     let after = DateTime::<Utc>::from_timestamp_millis(i64::try_from(second_ms).ok()?)?;
     let next = cron.find_next_occurrence(&after, false).ok()?;
     u64::try_from(next.timestamp_millis()).ok()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One schedule as the thread tracks it.
@@ -119,7 +113,7 @@ fn run(
         if stopping.load(Ordering::SeqCst) {
             return;
         }
-        let now = now_ms();
+        let now = picloud_core::now_ms();
         refresh(live, &mut tracked, now);
         // Fire what is due, then move each fired schedule to its next due time after now
         // (never to a missed one: no bursts).
@@ -133,7 +127,7 @@ fn run(
         let woken = match earliest {
             None | Some(u64::MAX) => changed.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(due) => {
-                let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+                let wait = Duration::from_millis(due.saturating_sub(picloud_core::now_ms()));
                 changed.recv_timeout(wait)
             }
         };

@@ -34,3 +34,12 @@ pub fn content_hash(source: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(source.as_bytes()))
 }
+
+/// The wall clock as Unix milliseconds, the unit of every stored time. A clock before 1970 is a
+/// broken clock, not a reason to fail: it reads 0. (A clock read, not I/O: kept here so that
+/// every crate stamps times the same way.)
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -25,7 +25,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use picloud_core::model::{AppConfig, Method, Route, ScriptKind};
 use picloud_core::services::{Schedule, Trigger};
@@ -246,12 +245,6 @@ fn endpoint(store: &dyn Store, app: &str, name: &str, source: &str) -> u64 {
 /// A token hash as the API stores them (SHA-256, hex): stores may check the shape.
 fn token_hash(token: &str) -> String {
     picloud_core::content_hash(token)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1079,7 +1072,7 @@ pub fn concurrent_writes_serialise(store: &dyn Store) {
 /// between the store and this process.
 pub fn timestamps_are_unix_ms(store: &dyn Store) {
     const SKEW_MS: u64 = 60_000;
-    let before = now_ms();
+    let before = picloud_core::now_ms();
     let a = ok(store.put_app("a", &AppConfig::default()), "app").value;
     let s = ok(
         store.put_script("a", "s", ScriptKind::Endpoint, "1"),
@@ -1087,7 +1080,7 @@ pub fn timestamps_are_unix_ms(store: &dyn Store) {
     )
     .value;
     let v = ok(store.script_versions("a", "s"), "versions");
-    let after = now_ms();
+    let after = picloud_core::now_ms();
     for (what, t) in [
         ("app created_at_ms", a.created_at_ms),
         ("app updated_at_ms", a.updated_at_ms),

@@ -37,8 +37,8 @@
 //! its history (trait rule), so there is nothing left to number from. Same for a deleted and
 //! recreated app.
 
+use super::kv_common::{app_not_found, corrupt, script_not_found};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use picloud_core::model::{AppConfig, AppInfo, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
 use picloud_core::rules::AppState;
@@ -975,7 +975,7 @@ fn write_app(
         }
     }
     let old = read_app(&t.apps, app)?;
-    let now = now_ms();
+    let now = picloud_core::now_ms();
     let info = AppInfo {
         name: app.to_string(),
         config: config.clone(),
@@ -1012,7 +1012,7 @@ fn write_script(
         })?,
     };
     let hash = picloud_core::content_hash(&script.source);
-    let now = now_ms();
+    let now = picloud_core::now_ms();
     t.scripts
         .insert(
             (app, name),
@@ -1083,25 +1083,6 @@ pub(crate) fn successor(s: &str) -> String {
     next.push_str(s);
     next.push('\0');
     next
-}
-
-fn now_ms() -> u64 {
-    // A clock before 1970 is a broken clock, not a reason to fail a write.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn app_not_found(app: &str) -> StoreError {
-    StoreError::NotFound(format!("app {app:?} does not exist"))
-}
-
-fn script_not_found(app: &str, name: &str) -> StoreError {
-    StoreError::NotFound(format!("script {name:?} does not exist in app {app:?}"))
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("stored {what} is unreadable: {e}"))
 }
 
 /// redb's errors, by who can fix them: I/O trouble and a file held by someone else may pass

@@ -35,7 +35,6 @@
 //! non-durable ones alone would grow the file.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use picloud_core::services::{InvocationRecord, LogStore};
 use picloud_core::store::{StoreError, StoreResult};
@@ -78,7 +77,7 @@ impl LogStore for EmbeddedStore {
                 .get(META_DURABLE_AT_MS)
                 .map_err(db_err)?
                 .map(|g| g.value());
-            let now = now_ms();
+            let now = picloud_core::now_ms();
             // A clock that stepped back counts as time passed: better one fsync too many.
             let due = last.is_none_or(|t| now < t || now - t >= DURABLE_EVERY_MS);
             if due {
@@ -183,11 +182,4 @@ pub(crate) fn purge_app(txn: &WriteTransaction, app: &str) -> StoreResult<()> {
     let mut seqs = txn.open_table(INVOCATION_SEQS).map_err(db_err)?;
     seqs.remove(app).map_err(db_err)?;
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    // A clock before 1970 is a broken clock, not a reason to fail a write.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -1,6 +1,7 @@
 //! What both KV stores ([`super::embedded_kv`], [`super::postgres_kv`]) check and compute the
 //! same way, so that they agree to the byte: the bounds of a key and a value (with the messages a
-//! script sees), a value's stored form, expiry times and the upper bound of a key prefix.
+//! script sees), a value's stored form, expiry times and the upper bound of a key prefix; and
+//! the error messages every store shares (missing app or script, unreadable stored data).
 //!
 //! Does not own: storage, counting keys (each store does that in its own transaction) or the
 //! trait's rules (`picloud_core::services`).
@@ -87,9 +88,19 @@ pub(crate) fn app_full(app: &str, keys_max: usize) -> StoreError {
     ))
 }
 
-/// The message of a write to an app that does not exist.
+/// An operation on an app that does not exist (every store's message).
 pub(crate) fn app_not_found(app: &str) -> StoreError {
     StoreError::NotFound(format!("app {app:?} does not exist"))
+}
+
+/// A read of a script that does not exist.
+pub(crate) fn script_not_found(app: &str, name: &str) -> StoreError {
+    StoreError::NotFound(format!("script {name:?} does not exist in app {app:?}"))
+}
+
+/// Stored data that does not decode: corruption or a bug, never the caller's fault.
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("stored {what} is unreadable: {e}"))
 }
 
 /// The smallest string greater than every string starting with `prefix`, in byte order (which

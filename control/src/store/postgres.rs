@@ -26,7 +26,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use super::kv_common::{app_not_found, corrupt, script_not_found};
 
 use parking_lot::Mutex;
 use picloud_core::Limits;
@@ -690,7 +692,7 @@ fn write_app(
         )));
     }
     let old = read_app(tx, app)?;
-    let now = now_ms();
+    let now = picloud_core::now_ms();
     let info = AppInfo {
         name: app.to_string(),
         config: config.clone(),
@@ -762,7 +764,7 @@ fn write_script_row(
         })?,
     };
     let hash = picloud_core::content_hash(&script.source);
-    let now = now_ms();
+    let now = picloud_core::now_ms();
     let now_db = to_i64(now)?;
     tx.execute(
         "INSERT INTO scripts (app, name, kind, version, hash, updated_at_ms)
@@ -1275,7 +1277,7 @@ impl Store for PgStore {
                 .execute(
                     "INSERT INTO admin_tokens (hash, created_at_ms) VALUES ($1, $2)
                      ON CONFLICT (hash) DO NOTHING",
-                    &[&hash, &to_i64(now_ms())?],
+                    &[&hash, &to_i64(picloud_core::now_ms())?],
                 )
                 .map_err(pg_err)?;
             Ok(if n == 0 {
@@ -1289,23 +1291,4 @@ impl Store for PgStore {
         })?;
         Ok(())
     }
-}
-
-fn now_ms() -> u64 {
-    // A clock before 1970 is a broken clock, not a reason to fail a write.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn app_not_found(app: &str) -> StoreError {
-    StoreError::NotFound(format!("app {app:?} does not exist"))
-}
-
-fn script_not_found(app: &str, name: &str) -> StoreError {
-    StoreError::NotFound(format!("script {name:?} does not exist in app {app:?}"))
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("stored {what} is unreadable: {e}"))
 }

@@ -16,7 +16,6 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
@@ -131,12 +130,6 @@ fn kv_handle(ctx: &NativeCallContext) -> Res<(Arc<dyn KvStore>, String, Limits)>
     })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// A script value as JSON for storage (same rules as a JSON response body).
 fn to_value(ctx: &NativeCallContext, v: &Dynamic) -> Res<serde_json::Value> {
     let bytes = contract::to_json(v).map_err(|f| error(ctx, format!("kv: {}", f.message())))?;
@@ -151,7 +144,7 @@ fn from_value(ctx: &NativeCallContext, v: &serde_json::Value, limits: &Limits) -
 
 fn kv_get(ctx: NativeCallContext, key: &str) -> Res<Dynamic> {
     let (kv, app, limits) = kv_handle(&ctx)?;
-    match kv.kv_get(&app, key, now_ms()) {
+    match kv.kv_get(&app, key, picloud_core::now_ms()) {
         Ok(Some(v)) => from_value(&ctx, &v, &limits),
         Ok(None) => Ok(Dynamic::UNIT),
         Err(e) => Err(error(&ctx, format!("kv::get: {e}"))),
@@ -166,13 +159,20 @@ fn kv_set(ctx: &NativeCallContext, key: &str, value: &Dynamic, ttl_secs: Option<
     };
     let (kv, app, limits) = kv_handle(ctx)?;
     let value = to_value(ctx, value)?;
-    kv.kv_set(&app, key, &value, ttl_ms, now_ms(), &KvLimits::of(&limits))
-        .map_err(|e| error(ctx, format!("kv::set: {e}")))
+    kv.kv_set(
+        &app,
+        key,
+        &value,
+        ttl_ms,
+        picloud_core::now_ms(),
+        &KvLimits::of(&limits),
+    )
+    .map_err(|e| error(ctx, format!("kv::set: {e}")))
 }
 
 fn kv_delete(ctx: NativeCallContext, key: &str) -> Res<bool> {
     let (kv, app, _) = kv_handle(&ctx)?;
-    kv.kv_delete(&app, key, now_ms())
+    kv.kv_delete(&app, key, picloud_core::now_ms())
         .map_err(|e| error(&ctx, format!("kv::delete: {e}")))
 }
 
@@ -180,15 +180,21 @@ fn kv_list(ctx: NativeCallContext, prefix: &str) -> Res<Array> {
     let (kv, app, limits) = kv_handle(&ctx)?;
     // Never more keys than an array may hold.
     let keys = kv
-        .kv_list(&app, prefix, limits.array_len_max, now_ms())
+        .kv_list(&app, prefix, limits.array_len_max, picloud_core::now_ms())
         .map_err(|e| error(&ctx, format!("kv::list: {e}")))?;
     Ok(keys.into_iter().map(Dynamic::from).collect())
 }
 
 fn kv_incr(ctx: NativeCallContext, key: &str, by: INT) -> Res<INT> {
     let (kv, app, limits) = kv_handle(&ctx)?;
-    kv.kv_incr(&app, key, by, now_ms(), &KvLimits::of(&limits))
-        .map_err(|e| error(&ctx, format!("kv::incr: {e}")))
+    kv.kv_incr(
+        &app,
+        key,
+        by,
+        picloud_core::now_ms(),
+        &KvLimits::of(&limits),
+    )
+    .map_err(|e| error(&ctx, format!("kv::incr: {e}")))
 }
 
 fn log_line(ctx: &NativeCallContext, level: &str, msg: &Dynamic) -> Res<()> {
@@ -293,7 +299,7 @@ pub fn register(engine: &mut Engine) {
 
     let mut time = Module::new();
     FuncRegistration::new("now_ms").set_into_module(&mut time, || -> INT {
-        INT::try_from(now_ms()).unwrap_or(INT::MAX)
+        INT::try_from(picloud_core::now_ms()).unwrap_or(INT::MAX)
     });
     engine.register_static_module("time", time.into());
 

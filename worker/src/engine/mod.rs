@@ -16,14 +16,19 @@
 //! stacks evaluate); an `Engine` is never changed after it is built; every accepted job gets
 //! exactly one reply; a panic in a job answers 500 and the thread lives on.
 //!
+//! Sizes: Rhai's own string/array/map size checks are off (they are O(size) per mutation, so
+//! building a collection was quadratic); `growth.rs` checks lengths in O(1) in the functions
+//! that grow values, and the heap cap bounds the rest.
+//!
 //! Nesting: none of Rhai's limits bounds how deeply values nest, and Rhai's printing and equality
 //! recurse with ~1.5 KB of stack per level; `nesting.rs` replaces those functions with versions
 //! that refuse values nested over `VALUE_NESTING_MAX` (a `depth` limit). Rhai's other recursions
-//! over values (clone, drop, size checks) are cheap per level and covered by the stack size.
+//! over values (clone, drop) are cheap per level and covered by the stack size.
 
 mod alloc;
 mod ast_cache;
 mod contract;
+mod growth;
 mod modules;
 mod nesting;
 mod pool;

@@ -14,9 +14,8 @@
 //! [`VALUE_NESTING_MAX`] with a `depth` limit error; below it they format and compare exactly as
 //! Rhai does (leaves are still formatted and compared by Rhai's own functions).
 //!
-//! Rhai's remaining recursions over nested values (cloning, dropping, its size checks) use well
-//! under 200 bytes of stack per level, and building a deep value costs time quadratic in its
-//! depth (every level re-measures or copies the levels below), so the engine stack covers them.
+//! Rhai's remaining recursions over nested values (cloning, dropping) use well under 200 bytes
+//! of stack per level, so the engine stack covers them.
 
 use std::fmt::Write as _;
 

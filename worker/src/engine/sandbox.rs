@@ -11,8 +11,9 @@
 //!   per invocation: they live in a thread-local [`Budget`] set by [`begin_invocation`] right
 //!   before `eval` and cleared by [`end_invocation`]; the Engine's one `on_progress` callback
 //!   reads it. The Engine's own `max_operations` is only a backstop at the hard maximum.
-//! - Call depth, expression depth, string/array/map sizes and module count are checked by Rhai
-//!   itself from values fixed in the Engine. They are the [`EngineProfile`]: each engine thread
+//! - Call depth, expression depth and module count are checked by Rhai itself, and
+//!   string/array/map sizes by the growth functions of `growth.rs`, from values fixed in the
+//!   Engine. They are the [`EngineProfile`]: each engine thread
 //!   keeps one frozen Engine per distinct profile it has met (the node's profile is built at
 //!   start; an app overriding e.g. `call_depth_max` gets its own Engine built on first use, in
 //!   microseconds from the shared package, then never changed). See `pool.rs` `Engines`.
@@ -31,7 +32,7 @@ use rhai::packages::{Package, StandardPackage};
 use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, NativeCallContext, Shared};
 
 use super::alloc;
-use super::{contract, nesting};
+use super::{contract, growth, nesting};
 
 /// How often (in operations) `on_progress` reads the clock while operations are cheap. One
 /// native call counts as one operation, so a clock read every 1024 operations let a loop of
@@ -106,10 +107,10 @@ pub fn build_engine(profile: &EngineProfile, options: EngineOptions) -> Engine {
     // Limits Rhai enforces itself (see the module comment).
     engine.set_max_call_levels(profile.call_depth_max);
     engine.set_max_expr_depths(profile.expr_depth_max, profile.expr_depth_max);
-    engine.set_max_string_size(profile.string_bytes_max);
-    engine.set_max_array_size(profile.array_len_max);
-    engine.set_max_map_size(profile.map_len_max);
     engine.set_max_modules(profile.modules_max);
+    // Rhai's string/array/map size limits stay unset (0): with any of them set, Rhai walks the
+    // whole value after every call that returns or mutates it, so building a collection is
+    // quadratic. `growth.rs` enforces the sizes in O(1) instead, with the heap cap behind it.
     // Per-invocation operations are enforced in `on_progress`; this is only a backstop.
     engine.set_max_operations(picloud_core::limits::max::OPERATIONS);
     engine.on_progress(on_progress);
@@ -133,6 +134,7 @@ pub fn build_engine(profile: &EngineProfile, options: EngineOptions) -> Engine {
     contract::register_request_type(&mut engine);
     super::sdk::register(&mut engine);
     nesting::register(&mut engine);
+    growth::register(&mut engine, profile);
 
     if options.test_hooks {
         engine.register_fn("__picloud_test_panic", || -> INT {

@@ -33,6 +33,8 @@ pub struct Settings {
     /// Keep invocation records (`on`, the default) or not (`off`: no records, no log writer
     /// thread; `GET …/logs` stays empty).
     pub invocation_logs: bool,
+    /// This node's name in audit entries (default: the host name, then the admin address).
+    pub node_name: String,
     /// Every bound of the node.
     pub limits: Limits,
 }
@@ -86,6 +88,12 @@ pub const OPTIONS: &[(&str, &str, &str, &str)] = &[
         "PICLOUD_INVOCATION_LOGS",
         "on",
         "keep a record of every invocation (on|off)",
+    ),
+    (
+        "--node-name",
+        "PICLOUD_NODE_NAME",
+        "HOST/ADMIN-ADDRESS",
+        "this node's name in the audit log",
     ),
 ];
 
@@ -205,8 +213,31 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Se
                 ));
             }
         },
+        node_name: match get("--node-name", "PICLOUD_NODE_NAME") {
+            Some(name) if !name.trim().is_empty() => name.trim().to_string(),
+            _ => format!(
+                "{}/{}",
+                host_name(),
+                addr("--admin-listen", "PICLOUD_ADMIN_LISTEN", "127.0.0.1:8081")?
+            ),
+        },
         limits,
     })
+}
+
+/// The machine's host name, or `localhost` if it cannot be read.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(s) if !s.is_empty() => s.to_string(),
+        _ => "localhost".into(),
+    }
 }
 
 fn validate_limits(l: &Limits) -> Result<(), String> {

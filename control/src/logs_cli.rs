@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::admin_logs::LIMIT_MAX;
+use crate::admin::LOGS_LIMIT_MAX as LIMIT_MAX;
 #[cfg(test)]
 use crate::deploy::DEFAULT_URL;
 use crate::deploy::{ServerError, Target, agent, read_answer, resolve_target};

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use picloud_core::access::AccessStore;
 use picloud_core::services::{KvStore, LogStore};
 use picloud_core::{ErrorCode, Limits, Store};
 use picloud_worker::dispatch::{Dispatcher, Live};
@@ -21,8 +22,7 @@ use picloud_worker::engine::sdk::Services;
 use picloud_worker::engine::{Pool, PoolConfig, ReplyChannel, ReplyTx};
 use picloud_worker::http::{self, Handler, Request, Response, ServerHandle};
 
-use crate::admin::Admin;
-use crate::auth::{self, TokenSet};
+use crate::admin::{self, Admin};
 use crate::config::Settings;
 use crate::invocations::LogWriter;
 use crate::publish::Publisher;
@@ -115,26 +115,32 @@ impl Node {
             Option<Arc<PgStore>>,
             Arc<dyn KvStore>,
             Arc<dyn LogStore>,
+            Arc<dyn AccessStore>,
         );
-        let (store, pg, kv, logs): Stores = match &settings.database_url {
+        let (store, pg, kv, logs, access): Stores = match &settings.database_url {
             Some(url) => {
                 // Connecting applies pending migrations (under an advisory lock).
                 let pg =
                     Arc::new(PgStore::connect(url, limits).context("connecting to PostgreSQL")?);
                 let kv = Arc::new(PgKv::new(&pg, settings.workers.max(1), limits));
-                (pg.clone(), Some(pg.clone()), kv, pg)
+                (pg.clone(), Some(pg.clone()), kv, pg.clone(), pg)
             }
             None => {
                 let embedded = Arc::new(
                     EmbeddedStore::open(&settings.data_dir)
                         .with_context(|| format!("opening {}", settings.data_dir.display()))?,
                 );
-                (embedded.clone(), None, embedded.clone(), embedded)
+                (
+                    embedded.clone(),
+                    None,
+                    embedded.clone(),
+                    embedded.clone(),
+                    embedded,
+                )
             }
         };
         let generated_token =
-            auth::ensure_admin_token(store.as_ref(), settings.admin_token.as_deref())?;
-        let tokens = TokenSet::load(store.as_ref())?;
+            admin::ensure_bootstrap_token(access.as_ref(), settings.admin_token.as_deref())?;
 
         let (log_writer, sink) = if settings.invocation_logs {
             let (w, sink) =
@@ -190,12 +196,13 @@ impl Node {
         let (control_tx, control_rx) = crossbeam_channel::bounded(ADMIN_QUEUE_LEN_MAX);
         let admin = Admin::new(
             store.clone(),
-            tokens,
+            access,
             publisher,
             pool.ast_cache(),
             limits.clone(),
         )
-        .with_services(kv, logs);
+        .with_services(kv, logs)
+        .with_node_name(settings.node_name.clone());
         let control = std::thread::Builder::new()
             .name("picloud-control".into())
             .spawn(move || control_loop(&admin, &control_rx))

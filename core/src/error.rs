@@ -62,6 +62,8 @@ pub enum ErrorCode {
     BadRequest,
     /// Missing or wrong admin token.
     Unauthorized,
+    /// A valid admin token whose role or apps do not cover the call.
+    Forbidden,
     /// A script did not compile.
     CompileError,
     /// The change conflicts with what is stored (ambiguous routes, script still in use).
@@ -87,6 +89,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::CompileError => "compile_error",
             ErrorCode::Conflict => "conflict",
             ErrorCode::InvalidInput => "invalid_input",
@@ -107,6 +110,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => 413,
             ErrorCode::BadRequest | ErrorCode::InvalidInput => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::CompileError => 422,
             ErrorCode::Conflict => 409,
         }
@@ -120,6 +124,7 @@ impl ErrorCode {
             | ErrorCode::TooLarge
             | ErrorCode::BadRequest
             | ErrorCode::Unauthorized
+            | ErrorCode::Forbidden
             | ErrorCode::CompileError
             | ErrorCode::Conflict
             | ErrorCode::InvalidInput => Fault::Client,

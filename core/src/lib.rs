@@ -4,13 +4,15 @@
 //! Owns: the shapes of apps, scripts and routes ([`model`]), the one [`Limits`] type, the
 //! immutable [`Catalog`] snapshot that the data plane serves from, the [`Store`] trait every
 //! backing store implements with the integrity [`rules`] they all enforce, the SDK
-//! [`services`] (KV, invocation logs, schedules, triggers), and error codes
+//! [`services`] (KV, invocation logs, schedules, triggers), admin [`access`] (token roles and
+//! scopes, the audit log, and their store trait), and error codes
 //! classified by [`Fault`].
 //!
 //! Does not own: any I/O, threads, HTTP, Rhai or database code. Everything here is plain data
 //! and pure functions, so both planes (and tests) can use it without pulling in a runtime.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod catalog;
 pub mod error;
 pub mod limits;

@@ -68,6 +68,9 @@ pub struct Limits {
     /// Invocation records waiting for the log writer; a full queue drops records (counted),
     /// never slows a request.
     pub log_queue_len_max: usize,
+    /// Audit log entries kept (node-wide; shared by a cluster on PostgreSQL); older ones are
+    /// dropped.
+    pub audit_entries_max: usize,
     /// How deep events may trigger events (`events::emit` from a triggered script, ...).
     pub event_depth_max: usize,
 
@@ -124,6 +127,7 @@ impl Default for Limits {
             log_line_bytes_max: 2 * KIB,
             log_queue_len_max: 8_192,
             event_depth_max: 4,
+            audit_entries_max: 10_000,
             db_connect_timeout_ms: 5_000,
             db_keepalive_ms: 10_000,
             sync_retry_max_ms: 2_000,

@@ -382,12 +382,6 @@ pub trait Store: Send + Sync {
 
     /// When each of `app`'s schedules last ran (claimed), by name.
     fn schedule_last_runs(&self, app: &str) -> StoreResult<Vec<(String, u64)>>;
-
-    /// Hashes of the admin tokens that are valid (never the tokens themselves).
-    fn admin_token_hashes(&self) -> StoreResult<Vec<String>>;
-
-    /// Stores another valid admin token hash (idempotent).
-    fn add_admin_token_hash(&self, hash: &str) -> StoreResult<()>;
 }
 
 /// The rules' view of an app: its scripts (kind and imports) and routes. Stores add the

@@ -13,14 +13,13 @@
 //! not kept under `tests/`, so that a store in another crate or test binary can run it.
 //!
 //! Rules the suite pins beyond the trait's own wording, so that all stores agree:
-//! - a write that changes nothing (deleting something absent, re-adding a known token hash)
+//! - a write that changes nothing (deleting something absent, saving an unchanged source)
 //!   does not bump the revision; every write that changes something bumps it by exactly one;
 //! - reads and deletes addressed to a missing app are `NotFound` (including
 //!   `script_version_source` and `delete_script`); a missing script inside an existing app is
 //!   `None`/`Ok(false)`, except `script_versions`, which is `NotFound`;
 //! - versions restart at 1 after a script (or its app) is deleted and created again, because
 //!   its history is deleted with it;
-//! - `admin_token_hashes` is compared as a set (no order promised);
 //! - names, apps and scripts sort by byte order (PostgreSQL: `COLLATE "C"`).
 
 use std::collections::BTreeSet;
@@ -72,7 +71,6 @@ checks!(
     routes_must_name_endpoint_scripts,
     routes_replace_whole_table,
     delete_script_in_use_conflicts,
-    admin_token_hashes_are_a_set,
     missing_app_is_not_found,
     missing_script_cases,
     odd_names_do_not_collide,
@@ -138,8 +136,7 @@ macro_rules! store_conformance_tests {
             routes_must_name_endpoint_scripts,
             routes_replace_whole_table,
             delete_script_in_use_conflicts,
-            admin_token_hashes_are_a_set,
-            missing_app_is_not_found,
+                    missing_app_is_not_found,
             missing_script_cases,
             odd_names_do_not_collide,
             concurrent_writes_serialise,
@@ -242,11 +239,6 @@ fn endpoint(store: &dyn Store, app: &str, name: &str, source: &str) -> u64 {
     .version
 }
 
-/// A token hash as the API stores them (SHA-256, hex): stores may check the shape.
-fn token_hash(token: &str) -> String {
-    picloud_core::content_hash(token)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Revision
 
@@ -257,7 +249,6 @@ pub fn empty_store_is_at_revision_zero(store: &dyn Store) {
     assert_eq!(snap.revision, 0);
     assert!(snap.apps.is_empty());
     assert!(ok(store.list_apps(), "list_apps").is_empty());
-    assert!(ok(store.admin_token_hashes(), "tokens").is_empty());
     assert!(!store.kind().is_empty());
 }
 
@@ -304,8 +295,6 @@ pub fn each_write_bumps_revision_by_one(store: &dyn Store) {
     step("put routes", Some(r));
     let r = ok(store.put_routes("a", &[]), "empty routes");
     step("clear routes", Some(r));
-    ok(store.add_admin_token_hash(&token_hash("t1")), "add token");
-    step("add token hash", None);
     assert!(ok(store.delete_script("a", "m"), "delete script"));
     step("delete script", None);
     assert!(ok(store.delete_app("a"), "delete app"));
@@ -406,15 +395,13 @@ pub fn failed_writes_change_nothing(store: &dyn Store) {
 /// Writes that change nothing succeed without bumping the revision.
 pub fn no_op_writes_keep_revision(store: &dyn Store) {
     app(store, "a");
-    ok(store.add_admin_token_hash(&token_hash("t")), "add token");
-    assert_eq!(revision(store), 2);
+    assert_eq!(revision(store), 1);
     assert!(!ok(store.delete_app("missing"), "delete missing app"));
     assert!(!ok(
         store.delete_script("a", "missing"),
         "delete missing script"
     ));
-    ok(store.add_admin_token_hash(&token_hash("t")), "re-add token");
-    assert_eq!(revision(store), 2);
+    assert_eq!(revision(store), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -916,24 +903,6 @@ pub fn delete_script_in_use_conflicts(store: &dyn Store) {
     ok(store.put_routes("a", &[]), "clear routes");
     assert!(ok(store.delete_script("a", "s"), "delete once unused"));
     assert!(ok(store.list_scripts("a"), "list").is_empty());
-}
-
-// ---------------------------------------------------------------------------------------------
-// Admin tokens
-
-/// Admin token hashes form a set: adding one twice keeps one copy.
-pub fn admin_token_hashes_are_a_set(store: &dyn Store) {
-    ok(store.add_admin_token_hash(&token_hash("b")), "add");
-    ok(store.add_admin_token_hash(&token_hash("a")), "add");
-    ok(store.add_admin_token_hash(&token_hash("b")), "add again");
-    let hashes = ok(store.admin_token_hashes(), "list");
-    assert_eq!(hashes.len(), 2, "no duplicates: {hashes:?}");
-    let set: BTreeSet<String> = hashes.into_iter().collect();
-    assert_eq!(set, BTreeSet::from([token_hash("a"), token_hash("b")]));
-    // Tokens are not app data: deleting apps does not touch them.
-    app(store, "a");
-    ok(store.delete_app("a"), "delete app");
-    assert_eq!(ok(store.admin_token_hashes(), "list").len(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@
 //! | `script_versions` | (app, script, version) | (created_at_ms, hash, source) |
 //! | `routes` | app | JSON `[Route]`, in stored order; absent = empty table |
 //! | `hosts` | host | app that claims it (one owner per host) |
-//! | `admin_tokens` | token hash | `()` |
+//! | `tokens` | token name | JSON [`TokenRecord`] (role, apps, hash of the token, times) |
+//! | `audit` | entry id | JSON [`AuditEntry`] (the newest `audit_entries_max` are kept) |
 //! | `script_imports` | (app, script, module) | `()`: script imports module (current version) |
 //! | `env` | (app, name) | value |
 //! | `schedules` | app | JSON `[Schedule]` |
@@ -59,7 +60,9 @@ pub const DB_FILE_NAME: &str = "picloud.redb";
 /// refused at open rather than misread. Versions 1 and 2 lacked tables added since
 /// (`script_imports`; `env`, `schedules`, `triggers`, `schedule_runs`); opening such a file adds
 /// them, empty (those versions had no such data).
-pub const SCHEMA_VERSION: u64 = 3;
+/// Version 3 kept bare admin token hashes; opening such a file names the oldest `bootstrap`
+/// (the others `token-2`, `token-3`, ...), all admin on every app (what they could do before).
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Upper bound of redb's page cache. redb's default is 1 GiB, too much for a small board; the
 /// whole control-plane data set (scripts and routes) is normally a few MiB.
@@ -79,7 +82,10 @@ const SCRIPTS: TableDefinition<ScriptKey, ScriptRow> = TableDefinition::new("scr
 const VERSIONS: TableDefinition<VersionKey, VersionRow> = TableDefinition::new("script_versions");
 const ROUTES: TableDefinition<&str, &str> = TableDefinition::new("routes");
 const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
-const ADMIN_TOKENS: TableDefinition<&str, ()> = TableDefinition::new("admin_tokens");
+/// Schema 3 and earlier: bare token hashes, moved into `tokens` by the upgrade to 4.
+const LEGACY_ADMIN_TOKENS: TableDefinition<&str, ()> = TableDefinition::new("admin_tokens");
+pub(crate) const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
+pub(crate) const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 /// (app, script, module).
 type ImportKey = (&'static str, &'static str, &'static str);
 const IMPORTS: TableDefinition<ImportKey, ()> = TableDefinition::new("script_imports");
@@ -161,6 +167,9 @@ impl EmbeddedStore {
             // Opening a table in a write transaction creates it; once committed, read
             // transactions can open every table without a "does not exist" case.
             let mut t = WriteTables::open(&txn)?;
+            // The audit table is written only by `embedded_access.rs`, but read transactions
+            // open it with the rest.
+            txn.open_table(AUDIT).map_err(db_err)?;
             let found = t
                 .meta
                 .get(META_SCHEMA_VERSION)
@@ -174,11 +183,12 @@ impl EmbeddedStore {
                     true
                 }
                 Some(SCHEMA_VERSION) => false,
-                // `WriteTables::open` just created the missing table; record the upgrade.
-                Some(1 | 2) => {
+                // `WriteTables::open` just created the missing tables; record the upgrade.
+                Some(1..=3) => {
                     t.meta
                         .insert(META_SCHEMA_VERSION, SCHEMA_VERSION)
                         .map_err(db_err)?;
+                    upgrade_legacy_tokens(&txn, &mut t.tokens)?;
                     true
                 }
                 Some(other) => {
@@ -210,7 +220,7 @@ impl EmbeddedStore {
     /// in the same transaction and the transaction committed durably; if it reports none, or
     /// fails, the transaction is aborted and the revision stays. Returns the value and the
     /// revision the store is at afterwards.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         change: impl FnOnce(&mut WriteTables<'_>) -> StoreResult<Outcome<T>>,
     ) -> StoreResult<(T, u64)> {
@@ -240,7 +250,10 @@ impl EmbeddedStore {
     }
 
     /// Runs `read` in one read transaction, so everything it reads is at one revision.
-    fn read<T>(&self, read: impl FnOnce(&ReadTables) -> StoreResult<T>) -> StoreResult<T> {
+    pub(crate) fn read<T>(
+        &self,
+        read: impl FnOnce(&ReadTables) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = ReadTables {
             meta: txn.open_table(META).map_err(db_err)?,
@@ -248,7 +261,8 @@ impl EmbeddedStore {
             scripts: txn.open_table(SCRIPTS).map_err(db_err)?,
             versions: txn.open_table(VERSIONS).map_err(db_err)?,
             routes: txn.open_table(ROUTES).map_err(db_err)?,
-            tokens: txn.open_table(ADMIN_TOKENS).map_err(db_err)?,
+            tokens: txn.open_table(TOKENS).map_err(db_err)?,
+            audit: txn.open_table(AUDIT).map_err(db_err)?,
             imports: txn.open_table(IMPORTS).map_err(db_err)?,
             env: txn.open_table(ENV).map_err(db_err)?,
             schedules: txn.open_table(SCHEDULES).map_err(db_err)?,
@@ -261,7 +275,7 @@ impl EmbeddedStore {
 
 /// What a write closure did: `Unchanged` writes (deleting something absent, re-adding a known
 /// token hash) commit nothing and do not bump the revision.
-enum Outcome<T> {
+pub(crate) enum Outcome<T> {
     Changed(T),
     Unchanged(T),
 }
@@ -277,7 +291,7 @@ pub(crate) struct WriteTables<'t> {
     versions: redb::Table<'t, VersionKey, VersionRow>,
     routes: redb::Table<'t, &'static str, &'static str>,
     hosts: redb::Table<'t, &'static str, &'static str>,
-    tokens: redb::Table<'t, &'static str, ()>,
+    pub(crate) tokens: redb::Table<'t, &'static str, &'static str>,
     imports: redb::Table<'t, ImportKey, ()>,
     env: redb::Table<'t, (&'static str, &'static str), &'static str>,
     schedules: redb::Table<'t, &'static str, &'static str>,
@@ -295,7 +309,7 @@ impl<'t> WriteTables<'t> {
             versions: txn.open_table(VERSIONS).map_err(db_err)?,
             routes: txn.open_table(ROUTES).map_err(db_err)?,
             hosts: txn.open_table(HOSTS).map_err(db_err)?,
-            tokens: txn.open_table(ADMIN_TOKENS).map_err(db_err)?,
+            tokens: txn.open_table(TOKENS).map_err(db_err)?,
             imports: txn.open_table(IMPORTS).map_err(db_err)?,
             env: txn.open_table(ENV).map_err(db_err)?,
             schedules: txn.open_table(SCHEDULES).map_err(db_err)?,
@@ -305,13 +319,14 @@ impl<'t> WriteTables<'t> {
     }
 }
 
-struct ReadTables {
+pub(crate) struct ReadTables {
     meta: redb::ReadOnlyTable<&'static str, u64>,
     apps: redb::ReadOnlyTable<&'static str, &'static str>,
     scripts: redb::ReadOnlyTable<ScriptKey, ScriptRow>,
     versions: redb::ReadOnlyTable<VersionKey, VersionRow>,
     routes: redb::ReadOnlyTable<&'static str, &'static str>,
-    tokens: redb::ReadOnlyTable<&'static str, ()>,
+    pub(crate) tokens: redb::ReadOnlyTable<&'static str, &'static str>,
+    pub(crate) audit: redb::ReadOnlyTable<u64, &'static str>,
     imports: redb::ReadOnlyTable<ImportKey, ()>,
     env: redb::ReadOnlyTable<(&'static str, &'static str), &'static str>,
     schedules: redb::ReadOnlyTable<&'static str, &'static str>,
@@ -853,29 +868,45 @@ impl Store for EmbeddedStore {
             Ok(out)
         })
     }
+}
 
-    fn admin_token_hashes(&self) -> StoreResult<Vec<String>> {
-        self.read(|t| {
-            let mut out = Vec::new();
-            for entry in t.tokens.iter().map_err(db_err)? {
-                let (k, _) = entry.map_err(db_err)?;
-                out.push(k.value().to_string());
-            }
-            Ok(out)
-        })
+/// Schema 3 → 4: every bare admin token hash becomes a named admin token on every app, the
+/// oldest named `bootstrap`; the old table is deleted.
+fn upgrade_legacy_tokens(
+    txn: &WriteTransaction,
+    tokens: &mut redb::Table<'_, &'static str, &'static str>,
+) -> StoreResult<()> {
+    use picloud_core::access::{AppScope, BOOTSTRAP_TOKEN, Role, TokenRecord};
+    let hashes: Vec<String> = {
+        let legacy = txn.open_table(LEGACY_ADMIN_TOKENS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in legacy.iter().map_err(db_err)? {
+            out.push(entry.map_err(db_err)?.0.value().to_string());
+        }
+        out
+    };
+    let now = picloud_core::now_ms();
+    for (i, hash) in hashes.into_iter().enumerate() {
+        let name = if i == 0 {
+            BOOTSTRAP_TOKEN.to_string()
+        } else {
+            format!("token-{}", i + 1)
+        };
+        let record = TokenRecord {
+            name: name.clone(),
+            role: Role::Admin,
+            apps: AppScope::All,
+            hash,
+            created_at_ms: now,
+            last_used_at_ms: None,
+        };
+        let json = serde_json::to_string(&record).map_err(|e| corrupt("token", e))?;
+        tokens
+            .insert(name.as_str(), json.as_str())
+            .map_err(db_err)?;
     }
-
-    fn add_admin_token_hash(&self, hash: &str) -> StoreResult<()> {
-        self.write(|t| {
-            if t.tokens.insert(hash, ()).map_err(db_err)?.is_some() {
-                // Already known: the insert rewrote the same row, but the transaction is
-                // aborted, so nothing is committed and the revision stays.
-                return Ok(Outcome::Unchanged(()));
-            }
-            Ok(Outcome::Changed(()))
-        })?;
-        Ok(())
-    }
+    txn.delete_table(LEGACY_ADMIN_TOKENS).map_err(db_err)?;
+    Ok(())
 }
 
 // Write helpers, shared by the single-object writes and `deploy`. They change tables only;

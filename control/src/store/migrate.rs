@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_env_schedules_triggers.sql",
         sql: include_str!("../../../migrations/0005_env_schedules_triggers.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_tokens_audit.sql",
+        sql: include_str!("../../../migrations/0006_tokens_audit.sql"),
+    },
 ];
 
 /// Key of the session-level advisory lock held while migrating: "picloud" in ASCII. Any other

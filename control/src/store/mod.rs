@@ -8,12 +8,16 @@
 //! both stores ([`embedded_kv`], [`postgres_kv`], sharing bounds and messages in
 //! [`kv_common`]) with its conformance suite ([`kv_conformance`]); invocation records
 //! ([`picloud_core::services::LogStore`]) for both stores ([`embedded_logs`],
-//! [`postgres_logs`]) with their own conformance suite ([`log_conformance`]).
+//! [`postgres_logs`]) with their own conformance suite ([`log_conformance`]); admin tokens and
+//! the audit log ([`picloud_core::access::AccessStore`]) for both stores ([`embedded_access`],
+//! [`postgres_access`]) with theirs ([`access_conformance`]).
 //! Does not own: the trait and its rules (`picloud_core::store`), name or route-table
 //! validation (callers do that before writing), or deciding which store a node uses (config).
 
+pub mod access_conformance;
 pub mod conformance;
 pub mod embedded;
+pub mod embedded_access;
 pub mod embedded_kv;
 pub mod embedded_logs;
 pub mod kv_common;
@@ -21,6 +25,7 @@ pub mod kv_conformance;
 pub mod log_conformance;
 pub mod migrate;
 pub mod postgres;
+pub mod postgres_access;
 pub mod postgres_kv;
 pub mod postgres_logs;
 

@@ -190,7 +190,7 @@ impl PgStore {
 
     /// Runs `change` in one write transaction holding the revision lock (see module docs).
     /// `change` gets the revision this write will commit as if it changes something.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         change: impl FnOnce(&mut Transaction<'_>, i64) -> StoreResult<Outcome<T>>,
     ) -> StoreResult<(T, u64)> {
@@ -229,7 +229,10 @@ impl PgStore {
     }
 
     /// Runs `read` in one repeatable-read, read-only transaction: one revision throughout.
-    fn read<T>(&self, read: impl FnOnce(&mut Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    pub(crate) fn read<T>(
+        &self,
+        read: impl FnOnce(&mut Transaction<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         self.with_client(|client| {
             let mut tx = client
                 .build_transaction()
@@ -245,7 +248,7 @@ impl PgStore {
 }
 
 /// What a write closure did. `Changed` names the app it touched (for the notification), if any.
-enum Outcome<T> {
+pub(crate) enum Outcome<T> {
     Changed { value: T, app: Option<String> },
     Unchanged(T),
 }
@@ -259,15 +262,15 @@ fn changed<T>(value: T, app: &str) -> Outcome<T> {
 
 // --- reading helpers --------------------------------------------------------------------------
 
-fn col<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> StoreResult<T> {
+pub(crate) fn col<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> StoreResult<T> {
     row.try_get(idx).map_err(|e| corrupt("row", e))
 }
 
-fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn to_i64(v: u64) -> StoreResult<i64> {
+pub(crate) fn to_i64(v: u64) -> StoreResult<i64> {
     i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{v} is out of range")))
 }
 
@@ -1259,36 +1262,5 @@ impl Store for PgStore {
             .map(|r| Ok((col(r, 0)?, to_u64(col(r, 1)?))))
             .collect()
         })
-    }
-
-    fn admin_token_hashes(&self) -> StoreResult<Vec<String>> {
-        self.read(|tx| {
-            tx.query("SELECT hash FROM admin_tokens", &[])
-                .map_err(pg_err)?
-                .iter()
-                .map(|r| col(r, 0))
-                .collect()
-        })
-    }
-
-    fn add_admin_token_hash(&self, hash: &str) -> StoreResult<()> {
-        self.write(|tx, _| {
-            let n = tx
-                .execute(
-                    "INSERT INTO admin_tokens (hash, created_at_ms) VALUES ($1, $2)
-                     ON CONFLICT (hash) DO NOTHING",
-                    &[&hash, &to_i64(picloud_core::now_ms())?],
-                )
-                .map_err(pg_err)?;
-            Ok(if n == 0 {
-                Outcome::Unchanged(())
-            } else {
-                Outcome::Changed {
-                    value: (),
-                    app: None,
-                }
-            })
-        })?;
-        Ok(())
     }
 }

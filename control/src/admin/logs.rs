@@ -3,7 +3,7 @@
 //!
 //! Owns: the query (`limit`, default [`LIMIT_DEFAULT`], at most [`LIMIT_MAX`]; `after`, a record
 //! id) and the JSON shape of a record. Does not own: routing, authentication or turning the
-//! error into a response (`admin.rs`), nor keeping records (the [`LogStore`]).
+//! error into a response (`mod.rs`), nor keeping records (the [`LogStore`]).
 //!
 //! Without `after` the answer is the newest `limit` records; with it, the `limit` records that
 //! follow `after`. A client follows the log by passing the last `id` it saw as `after`.

@@ -5,7 +5,7 @@
 //! Owns: parsing the request pieces (the raw, percent-encoded key segment and query string, the
 //! body), the bounds of a listing ([`LIST_LIMIT_DEFAULT`], [`LIST_LIMIT_MAX`]) and the answers,
 //! as `(status, JSON body)` or `(error code, message)`.
-//! Does not own: routing, authentication or the HTTP response (`crate::admin` wires these
+//! Does not own: routing, authentication or the HTTP response (`mod.rs` wires these
 //! functions in), checking that the app exists (the caller does, with the catalog store, so a
 //! missing app is 404 for reads too), the app's KV limits (the caller resolves them from the
 //! app's configuration), or storage (`crate::store`). It never bumps the catalog revision:

@@ -1,0 +1,155 @@
+//! `POST /v1/apps/APP/deploy`: a whole bundle (settings, scripts, routes, schedules, triggers,
+//! env) checked and then stored in one transaction, or nothing at all.
+//!
+//! Owns: reading and checking the bundle. Does not own: planning and applying it (core's
+//! `plan_deploy` and the store) or the `deploy` role's extra rule (`mod.rs`,
+//! `deploy_allowed`).
+
+use picloud_core::model::{validate_app_name, validate_script_name};
+use picloud_core::rules;
+use picloud_core::services::{Schedule, Trigger};
+use picloud_core::store::app_state;
+use picloud_core::{AppConfig, Bundle, ErrorCode, Route, RouteTable, ScriptKind};
+use serde_json::{Value, json};
+
+use super::scripts::*;
+use super::tables::*;
+use super::wire::*;
+use super::{Admin, AdminError, AdminResult};
+
+impl Admin {
+    /// `POST /v1/apps/APP/deploy`: scripts, routes and configuration as one change. Every
+    /// script is compiled and analysed, the routes compiled and the rules checked on the state
+    /// after the whole bundle before anything is written; the store then applies it in one
+    /// transaction (one revision), or nothing at all.
+    pub(super) fn deploy(&self, app: &str, body: &[u8]) -> AdminResult {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            #[serde(default)]
+            app: Option<AppConfig>,
+            #[serde(default)]
+            scripts: std::collections::BTreeMap<String, BodyScript>,
+            #[serde(default)]
+            routes: Option<Vec<Route>>,
+            #[serde(default)]
+            schedules: Option<Vec<Schedule>>,
+            #[serde(default)]
+            triggers: Option<Vec<Trigger>>,
+            #[serde(default)]
+            env: std::collections::BTreeMap<String, String>,
+            #[serde(default)]
+            prune: bool,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct BodyScript {
+            #[serde(default)]
+            kind: ScriptKind,
+            source: String,
+        }
+        validate_app_name(app).map_err(AdminError::invalid)?;
+        let body: Body = serde_json::from_slice(body)
+            .map_err(|e| AdminError::invalid(format!("deploy body: {e}")))?;
+        let config = body
+            .app
+            .map(|c| c.normalize().map_err(AdminError::invalid))
+            .transpose()?;
+        let mut scripts = Vec::with_capacity(body.scripts.len());
+        let mut analyses = Vec::with_capacity(body.scripts.len());
+        for (name, script) in &body.scripts {
+            let with_name = |mut e: AdminError| {
+                e.extra.insert(0, ("script", Value::from(name.as_str())));
+                e
+            };
+            validate_script_name(name)
+                .map_err(AdminError::invalid)
+                .map_err(with_name)?;
+            if script.source.len() > self.limits.source_bytes_max {
+                return Err(with_name(AdminError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "script {name:?} is over {} bytes",
+                        self.limits.source_bytes_max
+                    ),
+                )));
+            }
+            let (write, analysis) = self
+                .prepare(name, script.kind, &script.source)
+                .map_err(with_name)?;
+            scripts.push((name.clone(), write));
+            analyses.push((name.as_str(), analysis));
+        }
+        if let Some(routes) = &body.routes {
+            RouteTable::compile(routes).map_err(route_error)?;
+        }
+        if let Some(schedules) = &body.schedules {
+            validate_schedules(schedules)?;
+        }
+        if let Some(triggers) = &body.triggers {
+            validate_triggers(triggers)?;
+        }
+        for (name, value) in &body.env {
+            validate_env(name, value.as_bytes(), &self.limits)?;
+        }
+        let bundle = Bundle {
+            config,
+            scripts,
+            routes: body.routes,
+            schedules: body.schedules,
+            triggers: body.triggers,
+            env: body.env.into_iter().collect(),
+            prune: body.prune,
+        };
+        // Import errors as 422 at the import, before the store's own (transactional) check of
+        // the whole bundle.
+        if self.store.get_app(app)?.is_some() || !bundle.scripts.is_empty() {
+            let (scripts_now, routes_now) = match self.store.get_app(app)? {
+                Some(_) => (self.store.list_scripts(app)?, self.store.get_routes(app)?),
+                None => (Vec::new(), Vec::new()),
+            };
+            let mut state = app_state(&scripts_now, &routes_now);
+            for (name, w) in &bundle.scripts {
+                state
+                    .scripts
+                    .insert(name.clone(), (w.kind, w.imports.clone()));
+            }
+            if bundle.prune {
+                state
+                    .scripts
+                    .retain(|n, _| bundle.scripts.iter().any(|(b, _)| b == n));
+            }
+            if let Some(r) = &bundle.routes {
+                state.routes = r.clone();
+            }
+            if let Err(v) = rules::check(&state)
+                && let Some(e) = import_error(
+                    &v,
+                    &analyses.iter().map(|(n, a)| (*n, a)).collect::<Vec<_>>(),
+                )
+            {
+                return Err(e);
+            }
+        }
+        let done = self.store.deploy(app, &bundle)?;
+        Ok(json_response(
+            200,
+            &json!({
+                "app": app,
+                "app_created": done.app_created,
+                "revision": done.revision,
+                "scripts": {
+                    "created": done.created,
+                    "updated": done.updated,
+                    "unchanged": done.unchanged,
+                    "deleted": done.deleted,
+                },
+                "routes_changed": done.routes_changed,
+                "config_changed": done.config_changed,
+                "schedules_changed": done.schedules_changed,
+                "triggers_changed": done.triggers_changed,
+                "env_changed": done.env_changed,
+            }),
+        ))
+    }
+}

@@ -1,0 +1,228 @@
+//! Scripts: list, read, save (`?kind=endpoint|module`), delete, history and rollback.
+//!
+//! Owns: compiling a source under the production engine settings before anything is stored
+//! (422 `compile_error` at line and column), save-time module analysis (imports, module shape)
+//! and import errors at the import's line. Does not own: storage rules (the store checks the
+//! integrity rules again inside its transaction) or who may call (`routes.rs`).
+
+use picloud_core::model::{validate_module_name, validate_script_name};
+use picloud_core::rules::{self, Violation};
+use picloud_core::store::app_state;
+use picloud_core::{ErrorCode, ScriptKind, ScriptWrite};
+use picloud_worker::engine::{Analysis, CompileError, analyze};
+use serde_json::{Value, json};
+
+use super::wire::*;
+use super::{Admin, AdminError, AdminResult};
+
+impl Admin {
+    pub(super) fn list_scripts(&self, app: &str) -> AdminResult {
+        let scripts: Vec<Value> = self
+            .store
+            .list_scripts(app)?
+            .iter()
+            .map(script_json)
+            .collect();
+        Ok(json_response(200, &Value::Array(scripts)))
+    }
+
+    pub(super) fn get_script(&self, app: &str, name: &str) -> AdminResult {
+        match self.store.get_script(app, name)? {
+            Some(s) => {
+                let mut v = script_json(&s.info);
+                v["source"] = Value::from(s.source);
+                Ok(json_response(200, &v))
+            }
+            None => Err(AdminError::not_found(format!(
+                "no script {name:?} in app {app:?}"
+            ))),
+        }
+    }
+
+    /// Compiles `source` under the production engine settings (warming the shared AST cache,
+    /// so the first request does not compile) and reads its imports; a module's name and shape
+    /// are checked too. Failures are 422 `compile_error` with line and column (400 for a bad
+    /// module name).
+    pub(super) fn prepare(
+        &self,
+        name: &str,
+        kind: ScriptKind,
+        source: &str,
+    ) -> Result<(ScriptWrite, Analysis), AdminError> {
+        if kind == ScriptKind::Module {
+            validate_module_name(name).map_err(AdminError::invalid)?;
+        }
+        let ast = self
+            .ast_cache
+            .get_or_compile(&picloud_core::content_hash(source), source)
+            .map_err(|e| compile_error(&e))?;
+        let analysis = analyze(&ast, kind).map_err(|e| compile_error(&e))?;
+        let write = ScriptWrite {
+            kind,
+            source: source.to_string(),
+            imports: analysis.imports.clone(),
+            versions_max: self.limits.script_versions_max,
+        };
+        Ok((write, analysis))
+    }
+
+    pub(super) fn save_script(
+        &self,
+        app: &str,
+        name: &str,
+        kind: ScriptKind,
+        source: &str,
+    ) -> AdminResult {
+        let (write, analysis) = self.prepare(name, kind, source)?;
+        // The store checks the import graph too (inside its transaction); checking here first
+        // turns a bad import of this script into a 422 pointing at the import.
+        if self.store.get_app(app)?.is_some() {
+            let mut state = app_state(&self.store.list_scripts(app)?, &self.store.get_routes(app)?);
+            state
+                .scripts
+                .insert(name.to_string(), (write.kind, write.imports.clone()));
+            if let Err(v) = rules::check(&state)
+                && let Some(e) = import_error(&v, &[(name, &analysis)])
+            {
+                return Err(e);
+            }
+        }
+        let written = self.store.save_script(app, name, &write)?;
+        let s = &written.value;
+        Ok(json_response(
+            if written.created { 201 } else { 200 },
+            &json!({
+                "name": s.name,
+                "kind": s.kind.as_str(),
+                "version": s.version,
+                "hash": s.hash,
+                "imports": s.imports,
+            }),
+        ))
+    }
+
+    pub(super) fn put_script(
+        &self,
+        app: &str,
+        name: &str,
+        query: &str,
+        body: &[u8],
+    ) -> AdminResult {
+        validate_script_name(name).map_err(AdminError::invalid)?;
+        if body.len() > self.limits.source_bytes_max {
+            return Err(AdminError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "script source is over {} bytes",
+                    self.limits.source_bytes_max
+                ),
+            ));
+        }
+        let source = std::str::from_utf8(body)
+            .map_err(|_| AdminError::invalid("script source must be UTF-8"))?;
+        let kind = match query_param(query, "kind") {
+            Some(k) => ScriptKind::parse(&k)
+                .ok_or_else(|| AdminError::invalid("kind must be endpoint or module"))?,
+            // An update without `kind` keeps the script's kind.
+            None => match self.store.get_script(app, name)? {
+                Some(s) => s.info.kind,
+                None => ScriptKind::Endpoint,
+            },
+        };
+        self.save_script(app, name, kind, source)
+    }
+
+    pub(super) fn delete_script(&self, app: &str, name: &str) -> AdminResult {
+        let importers = self.store.dependents(app, name)?;
+        if !importers.is_empty() {
+            return Err(AdminError::new(
+                ErrorCode::Conflict,
+                format!("module {name:?} is imported by {}", importers.join(", ")),
+            ));
+        }
+        if self.store.delete_script(app, name)? {
+            Ok(no_content())
+        } else {
+            Err(AdminError::not_found(format!(
+                "no script {name:?} in app {app:?}"
+            )))
+        }
+    }
+
+    pub(super) fn script_versions(&self, app: &str, name: &str) -> AdminResult {
+        let versions: Vec<Value> = self
+            .store
+            .script_versions(app, name)?
+            .iter()
+            .map(version_json)
+            .collect();
+        Ok(json_response(200, &Value::Array(versions)))
+    }
+
+    pub(super) fn rollback(&self, app: &str, name: &str, body: &[u8]) -> AdminResult {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Rollback {
+            version: u64,
+        }
+        let r: Rollback = serde_json::from_slice(body)
+            .map_err(|e| AdminError::invalid(format!("rollback body: {e}")))?;
+        let current = self
+            .store
+            .get_script(app, name)?
+            .ok_or_else(|| AdminError::not_found(format!("no script {name:?} in app {app:?}")))?;
+        let source = self
+            .store
+            .script_version_source(app, name, r.version)?
+            .ok_or_else(|| {
+                AdminError::not_found(format!("no version {} of {name:?}", r.version))
+            })?;
+        self.save_script(app, name, current.info.kind, &source)
+            .map(|mut resp| {
+                resp.status = 200;
+                resp
+            })
+    }
+}
+
+/// A compile or analysis failure as the admin API's 422.
+pub(super) fn compile_error(e: &CompileError) -> AdminError {
+    let mut err = AdminError::new(ErrorCode::CompileError, e.message.clone());
+    err.extra = vec![
+        ("line", Value::from(e.line)),
+        ("column", Value::from(e.column)),
+    ];
+    err
+}
+
+/// A rule violation that is the fault of an import in one of `scripts` (being saved), as a 422
+/// `compile_error` at that import, naming the script and, for cycles and deep chains, the
+/// chain. `None` for violations that are not an import's fault (those are the store's 409s).
+pub(super) fn import_error(v: &Violation, scripts: &[(&str, &Analysis)]) -> Option<AdminError> {
+    // (importing script, imported module) to point at.
+    let culprit = match v {
+        Violation::ImportOfMissing { script, module }
+        | Violation::ImportOfEndpoint { script, module } => {
+            Some((script.as_str(), module.as_str()))
+        }
+        Violation::Cycle(chain) | Violation::TooDeep(chain) => chain
+            .windows(2)
+            .find(|w| scripts.iter().any(|(n, _)| *n == w[0]))
+            .or_else(|| chain.windows(2).next())
+            .map(|w| (w[0].as_str(), w[1].as_str())),
+        _ => None,
+    }?;
+    let (script, analysis) = scripts.iter().find(|(n, _)| *n == culprit.0)?;
+    let (line, column) = analysis
+        .import_positions
+        .iter()
+        .find(|(m, _, _)| m == culprit.1)
+        .map_or((0, 0), |(_, l, c)| (*l, *c));
+    let mut err = AdminError::new(ErrorCode::CompileError, v.to_string());
+    err.extra = vec![
+        ("script", Value::from(*script)),
+        ("line", Value::from(line)),
+        ("column", Value::from(column)),
+    ];
+    Some(err)
+}

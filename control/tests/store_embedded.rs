@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 
 use picloud_control::store::EmbeddedStore;
 use picloud_control::store::embedded::{DB_FILE_NAME, SCHEMA_VERSION};
+use picloud_core::access::AccessStore as _;
 use picloud_core::model::{AppConfig, Method, Route, ScriptKind};
 use picloud_core::store::{Store, StoreError};
 
@@ -67,13 +68,24 @@ fn reopen_keeps_everything() {
             script: "s".into(),
         }];
         store.put_routes("a", &table).expect("routes");
-        store.add_admin_token_hash("h").expect("token");
+        store
+            .create_token(&picloud_core::access::TokenRecord {
+                name: "h".into(),
+                role: picloud_core::access::Role::Read,
+                apps: picloud_core::access::AppScope::All,
+                hash: picloud_core::content_hash("h"),
+                created_at_ms: 1,
+                last_used_at_ms: None,
+            })
+            .expect("token");
         store.snapshot().expect("snapshot")
     };
     let store = open(dir.path());
     assert_eq!(store.snapshot().expect("snapshot"), before);
     assert_eq!(store.revision().expect("revision"), 6);
-    assert_eq!(store.admin_token_hashes().expect("tokens"), ["h"]);
+    let tokens = picloud_core::access::AccessStore::tokens(&store).expect("tokens");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].name, "h");
     assert_eq!(
         store
             .script_version_source("a", "s", 1)

@@ -6,9 +6,9 @@
 //! ([`publish`]), the
 //! PostgreSQL sync daemon ([`sync`]), cron schedules ([`scheduler`]), assembling a node
 //! ([`node`]),
-//! the `check` subcommand ([`check`]), the `deploy` and `logs` subcommands, clients of the
-//! admin API ([`deploy`], [`logs_cli`]), and invocation records: the writer thread between the
-//! engines and the store ([`invocations`]) and their admin endpoint ([`admin_logs`]).
+//! the command line and the admin-API client behind every client command ([`cli`]), and
+//! invocation records: the writer thread between the engines and the store ([`invocations`])
+//! and their admin endpoint ([`admin_logs`]).
 //! Does not own: the data plane (picloud-worker) or the vocabulary (picloud-core). It never runs
 //! a script on a request of its own.
 
@@ -16,11 +16,9 @@ pub mod admin;
 pub mod admin_kv;
 pub mod admin_logs;
 pub mod auth;
-pub mod check;
+pub mod cli;
 pub mod config;
-pub mod deploy;
 pub mod invocations;
-pub mod logs_cli;
 pub mod node;
 pub mod publish;
 pub mod scheduler;

@@ -1,78 +1,81 @@
 //! The `picloud` binary: argument handling and process edges only.
 //!
-//! Owns: subcommand dispatch (`serve`, `check`, `migrate`, `deploy`, `logs`), logging setup,
-//! signal handling for `serve` (SIGTERM/SIGINT → drain → exit 0) and exit codes. Everything
-//! else lives in the `picloud_control` library so tests can drive it in-process.
+//! Owns: parsing the command line (clap, `cli/mod.rs`), logging setup, running `serve` and
+//! `migrate` (signal handling for `serve`: SIGTERM/SIGINT → drain → exit 0) and handing every
+//! other command to `cli::run`. Everything else lives in the `picloud_control` library so
+//! tests can drive it in-process.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use picloud_control::{check, config, deploy, logs_cli, node, store};
-
-const USAGE: &str = "\
-usage: picloud <command> [options]
-
-commands:
-  serve             run a node: public HTTP, admin API (flags below, or PICLOUD_* variables)
-  migrate           apply pending PostgreSQL migrations (PICLOUD_DATABASE_URL; serve does it too)
-  check FILE.rhai   compile a script under the production engine settings
-  deploy DIR        push an app folder (picloud.toml + *.rhai) to a node in one atomic call
-                    [--prune] [--url URL] [--token TOKEN]; PICLOUD_URL, PICLOUD_TOKEN
-  logs APP          print an app's latest invocations and their log lines
-                    [--follow] [--limit N] [--url URL] [--token TOKEN]
-  help              show this help
-
-run `picloud serve --help` for every option and its variable.";
+use clap::Parser;
+use picloud_control::cli::{self, Cli, Command, output};
+use picloud_control::{config, node, store};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"))
         .format_timestamp_millis()
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (command, rest) = match args.split_first() {
-        Some((c, rest)) => (c.as_str(), rest),
-        None => ("help", &[][..]),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are "errors" that exit 0; usage errors exit 2. A closed pipe is
+            // ignored here as everywhere (output.rs).
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
     };
-    match command {
-        "serve" if rest.iter().any(|a| a == "--help" || a == "-h") => {
-            print_serve_help();
+    match cli.command {
+        Command::Serve(args) if args.wants_help() => {
+            output::print(&serve_help());
             ExitCode::SUCCESS
         }
-        "serve" => match serve(rest) {
+        Command::Serve(args) => match serve(&args.options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("picloud: {e:#}");
+                output::eprint_line(&format!("picloud: {e:#}"));
                 ExitCode::FAILURE
             }
         },
-        "check" => check::run(rest),
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
+        Command::Migrate(args) if args.wants_help() => {
+            output::print(
+                "usage: picloud migrate [--database-url URL]\n\n\
+                 applies pending PostgreSQL migrations to --database-url or PICLOUD_DATABASE_URL\n\
+                 (serve applies them too); takes the same options as `picloud serve`\n",
+            );
             ExitCode::SUCCESS
         }
-        "migrate" => match migrate(rest) {
+        Command::Migrate(args) => match migrate(&args.options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("picloud: {e:#}");
+                output::eprint_line(&format!("picloud: {e:#}"));
                 ExitCode::FAILURE
             }
         },
-        "deploy" => deploy::run(rest, &|k| std::env::var(k).ok()),
-        "logs" => logs_cli::run(rest, &|k| std::env::var(k).ok()),
-        other => {
-            eprintln!("picloud: unknown command {other:?}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
+        other => cli::run(other).unwrap_or(ExitCode::SUCCESS),
     }
 }
 
-fn print_serve_help() {
-    println!("usage: picloud serve [--option value]...\n\noptions (flag, variable, default):");
+fn serve_help() -> String {
+    let mut text = String::from(
+        "usage: picloud serve [--option value]...\n\noptions (flag, variable, default):\n",
+    );
     for (flag, var, default, help) in config::OPTIONS {
-        println!("  {flag:<28} {var:<32} {default:<16} {help}");
+        text.push_str(&format!("  {flag:<28} {var:<32} {default:<16} {help}\n"));
     }
-    println!("\nlimits:");
+    text.push_str("\nlimits:\n");
     for (flag, var, default) in config::limit_knobs() {
-        println!("  {flag:<28} {var:<32} {default}");
+        text.push_str(&format!("  {flag:<28} {var:<32} {default}\n"));
+    }
+    text
+}
+
+/// Prints a line of the running node's stdout. A node whose stdout is gone keeps serving: the
+/// line is logged instead (closed-pipe policy: `cli/output.rs`).
+fn node_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        log::warn!("stdout is closed ({e}); not printed: {text}");
     }
 }
 
@@ -90,14 +93,18 @@ fn migrate(args: &[String]) -> anyhow::Result<()> {
     let applied = store::migrate::apply(&mut client)?;
     let latest = store::migrate::MIGRATIONS.last().map_or(0, |m| m.version);
     if applied.is_empty() {
-        println!("picloud: database is up to date (schema version {latest})");
+        output::line(&format!(
+            "picloud: database is up to date (schema version {latest})"
+        ));
     } else {
         for v in &applied {
             if let Some(m) = store::migrate::MIGRATIONS.iter().find(|m| m.version == *v) {
-                println!("applied {}", m.name);
+                output::line(&format!("applied {}", m.name));
             }
         }
-        println!("picloud: database migrated to schema version {latest}");
+        output::line(&format!(
+            "picloud: database migrated to schema version {latest}"
+        ));
     }
     Ok(())
 }
@@ -110,18 +117,18 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
     let signals = node::ShutdownSignals::block()?;
     let started = node::Node::start(&settings)?;
     if let Some(token) = &started.generated_token {
-        println!(
+        node_line(&format!(
             "picloud admin token (shown once, store it now): {token}\n\
              use it as: Authorization: Bearer {token}"
-        );
+        ));
     }
     let node = started.node;
-    println!(
+    node_line(&format!(
         "picloud ready public={} admin={} store={}",
         node.public_addr(),
         node.admin_addr(),
         node.store_kind()
-    );
+    ));
     let signal = signals.wait();
     log::info!("{signal} received: draining");
     node.shutdown();

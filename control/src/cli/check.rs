@@ -7,19 +7,15 @@ use std::process::ExitCode;
 
 use picloud_core::Limits;
 
-/// Runs the subcommand; exit code 1 if any file fails, 2 on usage errors.
+/// Runs the subcommand; exit code 1 if any file fails (clap refuses an empty list with 2).
 pub fn run(files: &[String]) -> ExitCode {
-    if files.is_empty() {
-        eprintln!("usage: picloud check FILE.rhai...");
-        return ExitCode::from(2);
-    }
     let limits = Limits::default();
     let mut failed = false;
     for file in files {
         match check_file(file, &limits) {
-            Ok(()) => println!("{file}: ok"),
+            Ok(()) => super::output::line(&format!("{file}: ok")),
             Err(line) => {
-                eprintln!("{line}");
+                super::output::eprint_line(&line);
                 failed = true;
             }
         }

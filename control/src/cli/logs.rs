@@ -1,8 +1,8 @@
 //! `picloud logs APP`: prints an app's invocation records from the admin API, one line per
 //! invocation followed by its log lines; `--follow` keeps printing new ones.
 //!
-//! Owns: the command line of `logs`, the `GET /v1/apps/APP/logs` calls (ureq, plain HTTP, the
-//! same settings as `picloud deploy`: `PICLOUD_URL`, `PICLOUD_TOKEN`) and the text format.
+//! Owns: the `GET /v1/apps/APP/logs` calls (through the CLI's agent, `client.rs`) and the text
+//! format. Its options are in `cli/mod.rs`.
 //! Does not own: what a record holds or how many are kept (the node).
 //!
 //! `--follow` polls from the client, once a second, asking for the records after the last id
@@ -15,24 +15,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ClientOpts;
+use super::client::{ServerError, Target, agent, exit, read_answer, resolve_target, seg};
+use super::output::{self, clean};
 use crate::admin::LOGS_LIMIT_MAX as LIMIT_MAX;
-#[cfg(test)]
-use crate::deploy::DEFAULT_URL;
-use crate::deploy::{ServerError, Target, agent, read_answer, resolve_target};
 
 /// Records printed first when `--limit` is not given.
-pub const LIMIT_DEFAULT: usize = 20;
+pub const LIMIT_DEFAULT: u64 = 20;
 /// Time between two polls of `--follow`.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 /// Giving up on one call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-const USAGE: &str = "usage: picloud logs APP [--follow] [--limit N] [--url URL] [--token TOKEN]
-  prints APP's latest invocations (default 20, at most 1000), oldest first, with their log lines
-  --follow  keep printing new invocations (polls every second) until Ctrl-C
-  --limit   how many to print first
-  --url     admin API, default PICLOUD_URL or http://127.0.0.1:8081
-  --token   admin token, default PICLOUD_TOKEN";
 
 /// Why `logs` failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +44,17 @@ pub enum LogsError {
     /// The node refused the call.
     #[error("{}: {}", .0.code, .0.message)]
     Refused(ServerError),
+}
+
+impl LogsError {
+    /// The CLI's exit codes: 2 usage, 3 unreachable, 1 refused, 4 the node failed.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            LogsError::Usage(_) => exit::USAGE,
+            LogsError::Transport { .. } => exit::UNREACHABLE,
+            LogsError::Refused(e) => e.exit_code(),
+        })
+    }
 }
 
 /// One record as the admin API answers it.
@@ -94,70 +98,6 @@ pub struct Line {
     pub message: String,
 }
 
-/// The command line, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Args {
-    /// The app.
-    pub app: String,
-    /// Keep printing.
-    pub follow: bool,
-    /// How many to print first.
-    pub limit: usize,
-    /// Where to ask.
-    pub target: Target,
-}
-
-/// Parses `APP [--follow] [--limit N] [--url URL] [--token TOKEN]`; `env` looks up
-/// `PICLOUD_URL` and `PICLOUD_TOKEN`.
-pub fn parse_args(
-    args: &[String],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Args, LogsError> {
-    let usage = LogsError::Usage;
-    let (mut app, mut follow, mut limit, mut url, mut token) = (None, false, None, None, None);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--follow" | "-f" => follow = true,
-            "--limit" | "--url" | "--token" => {
-                let value = it
-                    .next()
-                    .ok_or_else(|| usage(format!("{arg} needs a value")))?
-                    .clone();
-                match arg.as_str() {
-                    "--limit" => {
-                        limit = Some(
-                            value
-                                .parse::<usize>()
-                                .ok()
-                                .filter(|n| (1..=LIMIT_MAX).contains(n))
-                                .ok_or_else(|| {
-                                    usage(format!(
-                                        "--limit must be 1 to {LIMIT_MAX}, not {value:?}"
-                                    ))
-                                })?,
-                        );
-                    }
-                    "--url" => url = Some(value),
-                    _ => token = Some(value),
-                }
-            }
-            a if a.starts_with('-') => return Err(usage(format!("unknown option {a:?}"))),
-            a if app.is_none() => app = Some(a.to_string()),
-            a => return Err(usage(format!("one APP only (got {a:?} too)"))),
-        }
-    }
-    let app = app.ok_or_else(|| usage("no APP given".into()))?;
-    picloud_core::model::validate_app_name(&app).map_err(usage)?;
-    let target = resolve_target(url, token, env).map_err(usage)?;
-    Ok(Args {
-        app,
-        follow,
-        limit: limit.unwrap_or(LIMIT_DEFAULT),
-        target,
-    })
-}
-
 /// Asks for up to `limit` of `app`'s records after `after` (the newest `limit` if `None`).
 pub fn fetch(
     agent: &ureq::Agent,
@@ -165,12 +105,12 @@ pub fn fetch(
     app: &str,
     limit: usize,
     after: Option<u64>,
-) -> Result<Vec<Entry>, LogsError> {
+) -> Result<Vec<serde_json::Value>, LogsError> {
     let transport = |message: String| LogsError::Transport {
         url: target.url.clone(),
         message,
     };
-    let mut url = format!("{}/v1/apps/{app}/logs?limit={limit}", target.url);
+    let mut url = format!("{}/v1/apps/{}/logs?limit={limit}", target.url, seg(app));
     if let Some(after) = after {
         url.push_str(&format!("&after={after}"));
     }
@@ -180,7 +120,7 @@ pub fn fetch(
         .call()
         .map_err(|e| transport(e.to_string()))?;
     let error = match read_answer(response).map_err(transport)? {
-        Ok(text) => {
+        Ok((_, text)) => {
             return serde_json::from_str(&text)
                 .map_err(|e| transport(format!("unreadable answer ({e})")));
         }
@@ -249,53 +189,58 @@ fn short(id: &str) -> String {
     }
 }
 
-/// Script text made safe for a terminal: control characters other than newline and tab are
-/// shown escaped, so a logged escape sequence cannot restyle or rewrite the user's screen.
-fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// The id of a record as the node sent it (0 if it has none).
+fn id_of(record: &serde_json::Value) -> u64 {
+    record["id"].as_u64().unwrap_or(0)
 }
 
-/// Runs `picloud logs`: 0 printed (or followed until Ctrl-C), 1 refused or unreachable,
-/// 2 usage.
-pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse_args(args, env) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("picloud: logs: {e}\n{USAGE}");
-            return ExitCode::from(2);
+/// Prints records: their lines for people, or with `--json` each record as the node sent it
+/// (a pretty array for the first page; with `--follow`, one compact record per line after).
+fn print(records: &[serde_json::Value], json: bool) {
+    for record in records {
+        if json {
+            output::line(&record.to_string());
+            continue;
         }
-    };
-    let agent = agent(CALL_TIMEOUT);
-    let print = |entries: &[Entry]| {
-        for e in entries {
-            for line in format_entry(e) {
-                println!("{line}");
+        match serde_json::from_value::<Entry>(record.clone()) {
+            Ok(entry) => {
+                for line in format_entry(&entry) {
+                    output::line(&line);
+                }
             }
+            Err(e) => output::eprint_line(&format!("picloud: logs: unreadable record ({e})")),
         }
+    }
+}
+
+/// Runs `picloud logs APP`: 0 printed (or followed until Ctrl-C), 1 refused, 2 usage,
+/// 3 unreachable (not while following: it rides that out), 4 the node failed.
+pub fn run(app: &str, follow: bool, limit: u64, opts: &ClientOpts) -> ExitCode {
+    let failed = |e: LogsError| {
+        output::eprint_line(&format!("picloud: logs: {e}"));
+        e.exit_code()
     };
-    let mut last = match fetch(&agent, &args.target, &args.app, args.limit, None) {
-        Ok(entries) => {
-            print(&entries);
-            entries.last().map_or(0, |e| e.id)
-        }
-        Err(e) => {
-            eprintln!("picloud: logs: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(e) = picloud_core::model::validate_app_name(app) {
+        return failed(LogsError::Usage(e));
+    }
+    let target = match resolve_target(opts.url.clone(), opts.token.clone(), &|_| None) {
+        Ok(target) => target,
+        Err(e) => return failed(LogsError::Usage(e)),
     };
-    if !args.follow {
+    let limit = usize::try_from(limit).unwrap_or(LIMIT_MAX).min(LIMIT_MAX);
+    let agent = agent(CALL_TIMEOUT);
+    let mut last = match fetch(&agent, &target, app, limit, None) {
+        Ok(records) => {
+            if opts.json && !follow {
+                output::json(&serde_json::Value::Array(records));
+                return ExitCode::SUCCESS;
+            }
+            print(&records, opts.json);
+            records.last().map_or(0, id_of)
+        }
+        Err(e) => return failed(e),
+    };
+    if !follow {
         return ExitCode::SUCCESS;
     }
     let mut unreachable = false;
@@ -303,29 +248,26 @@ pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
         std::thread::sleep(FOLLOW_INTERVAL);
         // Pages until caught up, so a burst larger than one page is printed in full.
         loop {
-            match fetch(&agent, &args.target, &args.app, LIMIT_MAX, Some(last)) {
-                Ok(entries) => {
+            match fetch(&agent, &target, app, LIMIT_MAX, Some(last)) {
+                Ok(records) => {
                     if unreachable {
-                        eprintln!("picloud: logs: reconnected");
+                        output::eprint_line("picloud: logs: reconnected");
                         unreachable = false;
                     }
-                    print(&entries);
-                    last = entries.last().map_or(last, |e| e.id);
-                    if entries.len() < LIMIT_MAX {
+                    print(&records, opts.json);
+                    last = records.last().map_or(last, id_of);
+                    if records.len() < LIMIT_MAX {
                         break;
                     }
                 }
                 Err(e @ LogsError::Transport { .. }) => {
                     if !unreachable {
-                        eprintln!("picloud: logs: {e} (retrying every second)");
+                        output::eprint_line(&format!("picloud: logs: {e} (retrying every second)"));
                         unreachable = true;
                     }
                     break;
                 }
-                Err(e) => {
-                    eprintln!("picloud: logs: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(e) => return failed(e),
             }
         }
     }
@@ -349,10 +291,6 @@ mod tests {
             error: None,
             lines: Vec::new(),
         }
-    }
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
@@ -405,63 +343,6 @@ mod tests {
         assert_eq!(short("123456789"), "12345678…");
     }
 
-    #[test]
-    fn arguments_and_environment() {
-        let env = |k: &str| (k == "PICLOUD_TOKEN").then(|| "t0k".to_string());
-        let args = parse_args(&strings(&["todo"]), &env).expect("valid");
-        assert_eq!(
-            args,
-            Args {
-                app: "todo".into(),
-                follow: false,
-                limit: LIMIT_DEFAULT,
-                target: Target {
-                    url: DEFAULT_URL.into(),
-                    token: "t0k".into()
-                },
-            }
-        );
-        let args = parse_args(
-            &strings(&[
-                "--follow",
-                "todo",
-                "--limit",
-                "5",
-                "--url",
-                "http://h:1/",
-                "--token",
-                "x",
-            ]),
-            &env,
-        )
-        .expect("valid");
-        assert_eq!(
-            (
-                args.follow,
-                args.limit,
-                args.target.url.as_str(),
-                args.target.token.as_str()
-            ),
-            (true, 5, "http://h:1", "x")
-        );
-        for (bad, expected) in [
-            (&["todo", "--limit", "0"][..], "--limit"),
-            (&["todo", "--limit", "1001"][..], "--limit"),
-            (&["todo", "--limit"][..], "needs a value"),
-            (&[][..], "no APP"),
-            (&["todo", "more"][..], "one APP"),
-            (&["Bad_App"][..], ""),
-            (&["todo", "--url", "https://h"][..], "http://"),
-            (&["todo", "--bogus"][..], "unknown option"),
-        ] {
-            let e = parse_args(&strings(bad), &env).expect_err(&format!("{bad:?}"));
-            assert!(matches!(e, LogsError::Usage(_)));
-            assert!(e.to_string().contains(expected), "{bad:?}: {e}");
-        }
-        let e = parse_args(&strings(&["todo"]), &|_| None).expect_err("no token");
-        assert!(e.to_string().contains("PICLOUD_TOKEN"), "{e}");
-    }
-
     /// One canned HTTP answer on a loopback port; returns the base URL and the request seen.
     fn serve_once(status: &str, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
         use std::io::{Read, Write};
@@ -503,6 +384,8 @@ mod tests {
             token: "tok".into(),
         };
         let got = fetch(&agent(), &target, "todo", 5, Some(2)).expect("records");
+        let got: Vec<Entry> =
+            serde_json::from_value(serde_json::Value::Array(got)).expect("entries");
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].id, got[0].lines[0].message.as_str()), (3, "hi"));
         let request = server.join().expect("server");
@@ -526,7 +409,9 @@ mod tests {
             token: "tok".into(),
         };
         match fetch(&agent(), &target, "todo", 5, None) {
-            Err(LogsError::Refused(e)) => assert_eq!(e.code, "not_found"),
+            Err(LogsError::Refused(e)) => {
+                assert_eq!((e.code.as_str(), e.status), ("not_found", 404))
+            }
             other => panic!("{other:?}"),
         }
         server.join().expect("server");

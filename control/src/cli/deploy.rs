@@ -1,10 +1,9 @@
 //! `picloud deploy DIR`: pushes an app folder to a node in one all-or-nothing admin call.
 //!
-//! Owns: the command line of `deploy` (`PICLOUD_URL`, `PICLOUD_TOKEN`), reading
-//! `DIR/picloud.toml` and `DIR/*.rhai` into a [`Bundle`], the `POST /v1/apps/APP/deploy` call
-//! (ureq, plain HTTP only: the admin API lives on loopback or behind an SSH tunnel) and turning
-//! the node's answer into lines for the user, `FILE:LINE:COLUMN: message` for a script that
-//! does not compile.
+//! Owns: reading `DIR/picloud.toml` and `DIR/*.rhai` into a [`Bundle`], the
+//! `POST /v1/apps/APP/deploy` call (through the CLI's agent and answer reading, `client.rs`)
+//! and turning the node's answer into lines for the user, `FILE:LINE:COLUMN: message` for a
+//! script that does not compile. Its options are in `cli/mod.rs`.
 //! Does not own: compiling scripts, checking imports or routes (the node does that, and changes
 //! nothing when anything fails), nor what a deploy means (the admin API, `admin.rs`). Locally it
 //! checks only what is cheap and certain: the manifest's shape, file names, and that every listed
@@ -13,24 +12,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use picloud_core::model::{validate_app_name, validate_script_name};
 use picloud_core::{Route, ScriptKind};
 use serde::{Deserialize, Serialize};
 
-/// Where the admin API is when neither `--url` nor `PICLOUD_URL` says.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:8081";
-/// Giving up on connecting to the node.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Giving up on the whole call: connect, send, the node's compile of every script, answer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-const USAGE: &str = "usage: picloud deploy DIR [--prune] [--url URL] [--token TOKEN]
-  DIR holds picloud.toml and the app's *.rhai files (file name = script name)
-  --prune   delete the app's scripts that are not in DIR (also `prune = true` in picloud.toml)
-  --url     admin API, default PICLOUD_URL or http://127.0.0.1:8081
-  --token   admin token, default PICLOUD_TOKEN";
+use super::ClientOpts;
+use super::client::{CALL_TIMEOUT, ServerError, Target, agent, excerpt, exit, read_answer};
+use super::output;
 
 /// Why a deploy did not happen. The node changed nothing, except perhaps on a
 /// [`DeployError::Transport`] error after the bundle was sent (a timeout or a broken
@@ -72,38 +61,31 @@ pub enum DeployError {
         /// ureq's description.
         message: String,
     },
+    /// The node answered something that is not the admin API's JSON.
+    #[error("unreadable answer from the node at {url}: {message}")]
+    Protocol {
+        /// The admin API base URL.
+        url: String,
+        /// What could not be read.
+        message: String,
+    },
     /// The node refused the deploy.
     #[error("{}: {}", .0.code, .0.message)]
     Refused(ServerError),
 }
 
 impl DeployError {
-    /// 2 for usage errors, 1 for everything else.
+    /// The CLI's exit codes: 2 usage, 3 unreachable, 4 the node failed (5xx or an unreadable
+    /// answer), 1 for everything else (a refusal, a bad folder).
     pub fn exit_code(&self) -> ExitCode {
-        match self {
-            DeployError::Usage(_) => ExitCode::from(2),
-            _ => ExitCode::FAILURE,
-        }
+        ExitCode::from(match self {
+            DeployError::Usage(_) => exit::USAGE,
+            DeployError::Transport { .. } => exit::UNREACHABLE,
+            DeployError::Protocol { .. } => exit::NODE_FAILED,
+            DeployError::Refused(e) => e.exit_code(),
+            _ => exit::REFUSED,
+        })
     }
-}
-
-/// The `error` object of an admin API error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ServerError {
-    /// Stable code: `compile_error`, `invalid_input`, `conflict`, ...
-    pub code: String,
-    /// What went wrong, for people.
-    #[serde(default)]
-    pub message: String,
-    /// For `compile_error`: the script at fault.
-    #[serde(default)]
-    pub script: Option<String>,
-    /// For `compile_error`: 1-based line, 0 when unknown.
-    #[serde(default)]
-    pub line: u64,
-    /// For `compile_error`: 1-based column, 0 when unknown.
-    #[serde(default)]
-    pub column: u64,
 }
 
 /// `picloud.toml`, as written by the user. Unknown keys are errors, so typos do not pass
@@ -359,136 +341,9 @@ pub fn compile_error_line(bundle: &Bundle, error: &ServerError) -> Option<String
     })
 }
 
-/// Where to send the deploy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// `http://host:port`, without a trailing slash.
-    pub url: String,
-    /// The admin token.
-    pub token: String,
-}
-
-/// The command line, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Args {
-    dir: PathBuf,
-    prune: bool,
-    target: Target,
-}
-
-/// Parses `DIR [--prune] [--url URL] [--token TOKEN]`; `env` looks up `PICLOUD_URL` and
-/// `PICLOUD_TOKEN`.
-fn parse_args(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Args, DeployError> {
-    let usage = DeployError::Usage;
-    let (mut dir, mut prune, mut url, mut token) = (None, false, None, None);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--prune" => prune = true,
-            "--url" | "--token" => {
-                let value = it
-                    .next()
-                    .ok_or_else(|| usage(format!("{arg} needs a value")))?;
-                if arg == "--url" {
-                    url = Some(value.clone());
-                } else {
-                    token = Some(value.clone());
-                }
-            }
-            a if a.starts_with('-') => return Err(usage(format!("unknown option {a:?}"))),
-            a if dir.is_none() => dir = Some(PathBuf::from(a)),
-            a => return Err(usage(format!("one DIR only (got {a:?} too)"))),
-        }
-    }
-    let dir = dir.ok_or_else(|| usage("no DIR given".into()))?;
-    let target = resolve_target(url, token, env).map_err(usage)?;
-    Ok(Args { dir, prune, target })
-}
-
-/// Where a CLI command sends admin calls: `--url` or `PICLOUD_URL` (default [`DEFAULT_URL`],
-/// plain `http://` only) and `--token` or `PICLOUD_TOKEN` (required). Shared by `deploy` and
-/// `logs`.
-pub fn resolve_target(
-    url: Option<String>,
-    token: Option<String>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Target, String> {
-    let url = url
-        .or_else(|| env("PICLOUD_URL"))
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| DEFAULT_URL.to_string());
-    if url.to_ascii_lowercase().starts_with("https://") {
-        return Err(format!(
-            "{url}: the admin API is plain HTTP and picloud has no TLS client; reach a remote \
-             node through an SSH tunnel (ssh -L 8081:127.0.0.1:8081 HOST) and use {DEFAULT_URL}"
-        ));
-    }
-    if !url.to_ascii_lowercase().starts_with("http://") {
-        return Err(format!("{url}: the admin URL must start with http://"));
-    }
-    let token = token
-        .or_else(|| env("PICLOUD_TOKEN"))
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            "no admin token: set PICLOUD_TOKEN (or pass --token); the node printed one at its \
-             first start, or use its PICLOUD_ADMIN_TOKEN"
-                .to_string()
-        })?;
-    Ok(Target {
-        url: url.trim_end_matches('/').to_string(),
-        token,
-    })
-}
-
-/// The HTTP client of the CLI commands: status codes are answers to read, not transport
-/// errors; proxies from the environment are ignored because the admin API is on loopback or at
-/// the end of an SSH tunnel.
-pub fn agent(call_timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_global(Some(call_timeout))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into()
-}
-
-/// Reads an admin answer: `Ok(Ok(body))` for 200, `Ok(Err(error))` for a refusal (the node's
-/// error object, or `http_STATUS` with an excerpt if it sent none; a 401 gets a hint), `Err`
-/// if the body could not be read.
-pub fn read_answer(
-    mut response: ureq::http::Response<ureq::Body>,
-) -> Result<Result<String, ServerError>, String> {
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    if status == 200 {
-        return Ok(Ok(text));
-    }
-    #[derive(Deserialize)]
-    struct Envelope {
-        error: ServerError,
-    }
-    let mut error = match serde_json::from_str::<Envelope>(&text) {
-        Ok(envelope) => envelope.error,
-        Err(_) => ServerError {
-            code: format!("http_{status}"),
-            message: excerpt(&text),
-            script: None,
-            line: 0,
-            column: 0,
-        },
-    };
-    if status == 401 {
-        error.message.push_str(" (check PICLOUD_TOKEN)");
-    }
-    Ok(Err(error))
-}
-
-/// Sends the bundle. A refusal is [`DeployError::Refused`] with the node's error object.
-pub fn send(target: &Target, bundle: &Bundle) -> Result<Answer, DeployError> {
+/// Sends the bundle; the answer comes back read and as the node sent it (for `--json`). A
+/// refusal is [`DeployError::Refused`] with the node's error object.
+pub fn send(target: &Target, bundle: &Bundle) -> Result<(Answer, serde_json::Value), DeployError> {
     let transport = |message: String| DeployError::Transport {
         url: target.url.clone(),
         message,
@@ -500,9 +355,14 @@ pub fn send(target: &Target, bundle: &Bundle) -> Result<Answer, DeployError> {
         .send_json(&bundle.body)
         .map_err(|e| transport(e.to_string()))?;
     let mut error = match read_answer(response).map_err(transport)? {
-        Ok(text) => {
-            return serde_json::from_str(&text)
-                .map_err(|e| transport(format!("unreadable answer ({e}): {}", excerpt(&text))));
+        Ok((_, text)) => {
+            let unreadable = |e: serde_json::Error| DeployError::Protocol {
+                url: target.url.clone(),
+                message: format!("{e}: {}", excerpt(&text)),
+            };
+            let raw: serde_json::Value = serde_json::from_str(&text).map_err(unreadable)?;
+            let answer = serde_json::from_value(raw.clone()).map_err(unreadable)?;
+            return Ok((answer, raw));
         }
         Err(error) => error,
     };
@@ -515,40 +375,30 @@ pub fn send(target: &Target, bundle: &Bundle) -> Result<Answer, DeployError> {
     Err(DeployError::Refused(error))
 }
 
-/// At most 200 characters of an unexpected answer, on one line.
-fn excerpt(text: &str) -> String {
-    let one_line: String = text.trim().replace(['\r', '\n'], " ");
-    match one_line.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &one_line[..cut]),
-        None => one_line,
-    }
-}
-
-/// Runs `picloud deploy`: 0 deployed, 1 refused or failed, 2 usage.
-pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse_args(args, env) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("picloud: deploy: {e}\n{USAGE}");
-            return e.exit_code();
-        }
-    };
+/// Runs `picloud deploy DIR`: 0 deployed, 1 refused or a bad folder, 2 usage, 3 unreachable,
+/// 4 the node failed. With `--json` the node's answer is printed as is.
+pub fn run(dir: &Path, prune: bool, opts: &ClientOpts) -> ExitCode {
     let failed = |e: DeployError| {
-        eprintln!("picloud: deploy failed: {e}");
+        output::eprint_line(&format!("picloud: deploy failed: {e}"));
         e.exit_code()
     };
-    let bundle = match load(&args.dir, args.prune) {
+    let target =
+        match super::client::resolve_target(opts.url.clone(), opts.token.clone(), &|_| None) {
+            Ok(target) => target,
+            Err(e) => return failed(DeployError::Usage(e)),
+        };
+    let bundle = match load(dir, prune) {
         Ok(bundle) => bundle,
         Err(e) => return failed(e),
     };
-    match send(&args.target, &bundle) {
-        Ok(answer) => {
-            for line in summary(&bundle, &answer) {
-                println!("{line}");
+    match send(&target, &bundle) {
+        Ok((answer, raw)) => {
+            if opts.json {
+                output::json(&raw);
+            } else {
+                for line in summary(&bundle, &answer) {
+                    output::line(&line);
+                }
             }
             ExitCode::SUCCESS
         }
@@ -559,7 +409,7 @@ pub fn run(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
             };
             match located {
                 Some(line) => {
-                    eprintln!("{line}");
+                    output::eprint_line(&line);
                     e.exit_code()
                 }
                 None => failed(e),
@@ -744,6 +594,7 @@ script = "create"
         let mut bundle = load(dir.path(), false).expect("loads");
         bundle.dir = PathBuf::from("examples/todo");
         let error = |script: Option<&str>, line, column| ServerError {
+            status: 422,
             code: "compile_error".into(),
             message: "unexpected ';'".into(),
             script: script.map(str::to_string),
@@ -808,56 +659,6 @@ script = "create"
         );
     }
 
-    #[test]
-    fn command_line_and_environment() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let env = |k: &str| (k == "PICLOUD_TOKEN").then(|| "pc_env".to_string());
-        let parsed = parse_args(&args(&["app", "--prune"]), &env).expect("valid");
-        assert_eq!(
-            parsed,
-            Args {
-                dir: "app".into(),
-                prune: true,
-                target: Target {
-                    url: DEFAULT_URL.into(),
-                    token: "pc_env".into()
-                }
-            }
-        );
-        let parsed = parse_args(
-            &args(&[
-                "--url",
-                "http://10.0.0.1:9000/",
-                "app",
-                "--token",
-                "pc_flag",
-            ]),
-            &env,
-        )
-        .expect("valid");
-        assert_eq!(
-            parsed.target,
-            Target {
-                url: "http://10.0.0.1:9000".into(),
-                token: "pc_flag".into()
-            }
-        );
-        for (argv, expected) in [
-            (&["app"][..], "PICLOUD_TOKEN"),
-            (&["app", "--url", "https://node:8081"][..], "SSH tunnel"),
-            (&["app", "--url", "node:8081"][..], "http://"),
-            (&[][..], "no DIR"),
-            (&["a", "b"][..], "one DIR"),
-            (&["app", "--force"][..], "unknown option"),
-            (&["app", "--url"][..], "needs a value"),
-        ] {
-            let no_token = |_: &str| None;
-            let e = parse_args(&args(argv), &no_token).expect_err(expected);
-            assert!(matches!(e, DeployError::Usage(_)), "{e:?}");
-            assert!(e.to_string().contains(expected), "{argv:?}: {e}");
-        }
-    }
-
     /// Answers one request on a loopback port with `status` and `body`, and hands back the
     /// request as it was sent.
     fn fake_node(status: &str, body: &str) -> (Target, std::thread::JoinHandle<String>) {
@@ -893,8 +694,8 @@ script = "create"
             conn.write_all(response.as_bytes()).expect("write");
             String::from_utf8_lossy(&raw).into_owned()
         });
-        let args = ["x", "--url", &url, "--token", "pc_t"].map(String::from);
-        let target = parse_args(&args, &|_| None).expect("args").target;
+        let target = crate::cli::client::resolve_target(Some(url), Some("pc_t".into()), &|_| None)
+            .expect("target");
         (target, handle)
     }
 
@@ -908,7 +709,8 @@ script = "create"
             r#"{"app":"todo","app_created":false,"revision":3,"routes_changed":false,
                 "scripts":{"created":[],"updated":["list"],"unchanged":[],"deleted":[]}}"#,
         );
-        let answer = send(&target, &bundle).expect("deployed");
+        let (answer, raw) = send(&target, &bundle).expect("deployed");
+        assert_eq!(raw["revision"], 3);
         assert_eq!(
             (answer.revision, answer.scripts.updated),
             (3, vec!["list".to_string()])
@@ -944,8 +746,9 @@ script = "create"
 
         // An answer that is not the admin API's JSON still says what came back.
         let (target, node) = fake_node("502 Bad Gateway", "no node");
-        let e = send(&target, &bundle).expect_err("502").to_string();
-        assert_eq!(e, "http_502: no node");
+        let e = send(&target, &bundle).expect_err("502");
+        assert_eq!(e.to_string(), "http_502: no node");
+        assert_eq!(e.exit_code(), ExitCode::from(exit::NODE_FAILED));
         node.join().expect("fake node");
     }
 
@@ -964,6 +767,7 @@ script = "create"
         };
         let e = send(&target, &bundle).expect_err("refused connection");
         assert!(matches!(e, DeployError::Transport { .. }), "{e:?}");
+        assert_eq!(e.exit_code(), ExitCode::from(exit::UNREACHABLE));
         assert!(
             e.to_string().starts_with(&format!(
                 "cannot reach the node at http://127.0.0.1:{port}: "

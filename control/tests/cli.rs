@@ -616,3 +616,19 @@ fn help_is_printed_for_serve_and_every_command() {
         "{out}"
     );
 }
+
+#[test]
+fn deploy_json_is_the_nodes_answer() {
+    let node = TestNode::start();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/todo");
+    let answer = json(&ok(run(
+        &node,
+        &["deploy", example.to_str().expect("UTF-8"), "--json"],
+        None,
+    )));
+    assert_eq!(answer["app"], "todo");
+    assert_eq!(answer["app_created"], true);
+    assert!(answer["revision"].as_u64().is_some(), "{answer}");
+    let table = ok(run(&node, &["scripts", "todo"], None));
+    assert_eq!(table.lines().count(), 5, "{table}");
+}

@@ -465,6 +465,52 @@ fn exit_codes_for_refusals_usage_and_an_unreachable_node() {
     assert!(err.contains("cannot reach the node"), "{err}");
 }
 
+/// Answers every connection on a loopback port with `status` and `body`, for `count`
+/// connections; returns the base URL.
+fn canned_node(status: &'static str, body: &'static str, count: usize) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for _ in 0..count {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_failing_node_is_exit_4() {
+    let url = canned_node(
+        "503 Service Unavailable",
+        r#"{"error":{"code":"store_unavailable","message":"the database is unreachable"}}"#,
+        2,
+    );
+    let err = fails(run_with(&url, TOKEN, &["apps"], None), 4);
+    assert_eq!(
+        err,
+        "error: store_unavailable: the database is unreachable\n"
+    );
+    let err = fails(run_with(&url, TOKEN, &["kv", "get", "a", "k"], None), 4);
+    assert!(err.starts_with("error: store_unavailable: "), "{err}");
+    // An answer that is not the admin API's: the node (or what answers in its place) failed.
+    let url = canned_node("200 OK", "<html>not an admin API</html>", 1);
+    let err = fails(run_with(&url, TOKEN, &["apps"], None), 4);
+    assert!(
+        err.starts_with("error: unreadable answer from the node"),
+        "{err}"
+    );
+}
+
 /// Runs `picloud ARGS` with stdout into a pipe whose reading end is already closed, so the
 /// very first write fails with EPIPE.
 fn into_closed_pipe(node: &TestNode, args: &[&str]) -> Output {
@@ -569,4 +615,20 @@ fn help_is_printed_for_serve_and_every_command() {
         out.contains("--ttl") && out.contains("PICLOUD_TOKEN"),
         "{out}"
     );
+}
+
+#[test]
+fn deploy_json_is_the_nodes_answer() {
+    let node = TestNode::start();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/todo");
+    let answer = json(&ok(run(
+        &node,
+        &["deploy", example.to_str().expect("UTF-8"), "--json"],
+        None,
+    )));
+    assert_eq!(answer["app"], "todo");
+    assert_eq!(answer["app_created"], true);
+    assert!(answer["revision"].as_u64().is_some(), "{answer}");
+    let table = ok(run(&node, &["scripts", "todo"], None));
+    assert_eq!(table.lines().count(), 5, "{table}");
 }

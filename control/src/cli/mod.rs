@@ -547,6 +547,11 @@ pub fn read_input(file: Option<&std::path::Path>) -> Result<String, CliError> {
         Some(path) if path.as_os_str() != "-" => std::fs::read_to_string(path)
             .map_err(|e| CliError::Local(format!("{}: {e}", path.display()))),
         _ => {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                // Otherwise a forgotten FILE looks like a hang.
+                output::eprint_line("reading from stdin (end with Ctrl-D)");
+            }
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)

@@ -12,9 +12,9 @@ use picloud_core::store::app_state;
 use picloud_core::{AppConfig, Bundle, ErrorCode, Route, RouteTable, ScriptKind};
 use serde_json::{Value, json};
 
-use super::scripts::*;
-use super::tables::*;
-use super::wire::*;
+use super::scripts::import_error;
+use super::tables::{route_error, validate_env, validate_schedules, validate_triggers};
+use super::wire::json_response;
 use super::{Admin, AdminError, AdminResult};
 
 impl Admin {

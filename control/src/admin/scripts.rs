@@ -12,7 +12,7 @@ use picloud_core::{ErrorCode, ScriptKind, ScriptWrite};
 use picloud_worker::engine::{Analysis, CompileError, analyze};
 use serde_json::{Value, json};
 
-use super::wire::*;
+use super::wire::{json_response, no_content, query_param, script_json, version_json};
 use super::{Admin, AdminError, AdminResult};
 
 impl Admin {

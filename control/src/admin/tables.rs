@@ -9,7 +9,7 @@ use picloud_core::services::{Schedule, Trigger};
 use picloud_core::{ErrorCode, Limits, Route, RouteTable};
 use serde_json::{Value, json};
 
-use super::wire::*;
+use super::wire::{json_response, no_content, rfc3339};
 use super::{Admin, AdminError, AdminResult};
 
 impl Admin {

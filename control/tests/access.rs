@@ -88,7 +88,12 @@ fn every_route_but_the_public_ones_needs_a_valid_token() {
     }
     // Nothing was changed by the refused calls.
     assert_eq!(n.admin("GET", "/v1/apps", "").json(), json!([]));
-    // An unknown route is 404 and a known path with another method 405, token or not.
+    // Without a valid token an unknown route is 401 too (nothing tells which routes exist);
+    // with one, an unknown route is 404 and a known path with another method 405.
+    let r = request(n.admin, "GET", "/v1/no-such-route", &[], b"");
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = request(n.admin, "POST", "/v1/apps/demo", &[], b"");
+    assert_eq!(r.status, 401, "{r:?}");
     assert_eq!(n.admin("GET", "/v1/no-such-route", "").status, 404);
     let r = n.admin("POST", "/v1/apps/demo", "");
     assert_eq!(r.status, 405, "{r:?}");

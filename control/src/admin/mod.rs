@@ -111,37 +111,28 @@ impl Admin {
 
     /// Answers one admin request.
     pub fn handle(&self, req: &Request) -> Response {
+        let unauthorized = || {
+            log::debug!("admin: {} {} without a valid token", req.method, req.path);
+            AdminError::new(ErrorCode::Unauthorized, "missing or invalid bearer token")
+                .into_response()
+        };
         let matched = match self.router.lookup(&req.method, &req.path) {
             Ok(m) => m,
-            Err(Miss::NoPath) => {
-                return AdminError::not_found(format!(
-                    "no admin route {} {}",
-                    req.method, req.path
-                ))
-                .into_response();
-            }
-            Err(Miss::Method(allowed)) => {
-                let mut resp = AdminError::new(
-                    ErrorCode::MethodNotAllowed,
-                    format!("{} {} is not an admin route", req.method, req.path),
-                )
-                .into_response();
-                resp.headers.push(("allow".into(), allowed.join(", ")));
-                return resp;
+            // A miss is 401 without a valid token, like every non-public route: which paths
+            // and methods exist is for token holders only (docs/reference.md).
+            Err(miss) => {
+                return match self.authenticate(req) {
+                    Ok(Some(_)) => miss_response(req, miss),
+                    Ok(None) => unauthorized(),
+                    Err(e) => e.into_response(),
+                };
             }
         };
         let principal = match matched.spec.access {
             Access::Public => None,
             _ => match self.authenticate(req) {
                 Ok(Some(p)) => Some(p),
-                Ok(None) => {
-                    log::debug!("admin: {} {} without a valid token", req.method, req.path);
-                    return AdminError::new(
-                        ErrorCode::Unauthorized,
-                        "missing or invalid bearer token",
-                    )
-                    .into_response();
-                }
+                Ok(None) => return unauthorized(),
                 Err(e) => return e.into_response(),
             },
         };
@@ -371,6 +362,25 @@ impl Admin {
         Response::new(200, "text/plain; version=0.0.4", text)
     }
 }
+/// 404 for a path no route has; 405 with `Allow` for a method its routes do not take.
+fn miss_response(req: &Request, miss: Miss) -> Response {
+    match miss {
+        Miss::NoPath => {
+            AdminError::not_found(format!("no admin route {} {}", req.method, req.path))
+                .into_response()
+        }
+        Miss::Method(allowed) => {
+            let mut resp = AdminError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{} {} is not an admin route", req.method, req.path),
+            )
+            .into_response();
+            resp.headers.push(("allow".into(), allowed.join(", ")));
+            resp
+        }
+    }
+}
+
 pub(super) fn no_service(what: &str) -> AdminError {
     AdminError::not_found(format!("this node has no {what} service"))
 }

@@ -24,10 +24,12 @@ use picloud_core::{
 };
 use picloud_worker::engine::{Analysis, AstCache, CompileError, analyze};
 use picloud_worker::http::{Request, Response};
+use picloud_worker::metrics::NodeProbes;
 use serde_json::{Value, json};
 
 use crate::auth::TokenSet;
 use crate::publish::Publisher;
+use crate::sync::SyncStats;
 use crate::{admin_kv, admin_logs};
 
 /// An admin API failure: a code, a status (usually the code's) and a message, plus extra
@@ -145,6 +147,11 @@ pub struct Admin {
     publisher: Arc<Publisher>,
     ast_cache: Arc<AstCache>,
     limits: Limits,
+    /// The data plane's gauges and per-app stats for `/metrics`; `None` shows node-wide
+    /// counters only.
+    probes: Option<NodeProbes>,
+    /// The sync daemon's counters (PostgreSQL only).
+    sync: Option<Arc<SyncStats>>,
 }
 
 impl Admin {
@@ -165,7 +172,17 @@ impl Admin {
             publisher,
             ast_cache,
             limits,
+            probes: None,
+            sync: None,
         }
+    }
+
+    /// The same API with the node's data-plane gauges, per-app stats and sync counters in
+    /// `/metrics`.
+    pub fn with_metrics(mut self, probes: NodeProbes, sync: Option<Arc<SyncStats>>) -> Admin {
+        self.probes = Some(probes);
+        self.sync = sync;
+        self
     }
 
     /// The same API with the SDK's data behind `/kv` and `/logs`.
@@ -376,17 +393,24 @@ impl Admin {
     }
 
     fn metrics(&self) -> Response {
-        let text = format!(
+        let revision = self.publisher.revision();
+        let mut text = format!(
             "# HELP picloud_catalog_revision Store revision of the live catalog.\n\
              # TYPE picloud_catalog_revision gauge\n\
              picloud_catalog_revision {}\n\
              # HELP picloud_ast_compiles_total Script compilations (saves and cache misses).\n\
              # TYPE picloud_ast_compiles_total counter\n\
              picloud_ast_compiles_total {}\n{}",
-            self.publisher.revision(),
+            revision,
             self.ast_cache.compiles(),
             picloud_worker::metrics::render()
         ) + crate::invocations::render_metrics().as_str();
+        text.push_str(&crate::sync::render_metrics(self.sync.as_deref(), revision));
+        match &self.probes {
+            Some(probes) => probes.render(&mut text),
+            // Without probes the per-app families still come from the live catalog.
+            None => self.publisher.live().app_stats().render(&mut text),
+        }
         Response::new(200, "text/plain; version=0.0.4", text)
     }
 

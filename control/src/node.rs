@@ -20,6 +20,7 @@ use picloud_worker::dispatch::{Dispatcher, Live};
 use picloud_worker::engine::sdk::Services;
 use picloud_worker::engine::{Pool, PoolConfig, ReplyChannel, ReplyTx};
 use picloud_worker::http::{self, Handler, Request, Response, ServerHandle};
+use picloud_worker::metrics::NodeProbes;
 
 use crate::admin::Admin;
 use crate::auth::{self, TokenSet};
@@ -186,6 +187,11 @@ impl Node {
         let dispatcher = Dispatcher::new(live.clone(), pool.submitter());
         let public = http::serve(public_listener, Arc::new(dispatcher), limits)
             .context("starting the public front end")?;
+        let probes = NodeProbes {
+            pool: pool.submitter(),
+            public_http: public.stats(),
+            apps: live.app_stats(),
+        };
 
         let (control_tx, control_rx) = crossbeam_channel::bounded(ADMIN_QUEUE_LEN_MAX);
         let admin = Admin::new(
@@ -195,7 +201,8 @@ impl Node {
             pool.ast_cache(),
             limits.clone(),
         )
-        .with_services(kv, logs);
+        .with_services(kv, logs)
+        .with_metrics(probes, sync.as_ref().map(SyncDaemon::stats));
         let control = std::thread::Builder::new()
             .name("picloud-control".into())
             .spawn(move || control_loop(&admin, &control_rx))

@@ -32,26 +32,14 @@ fn must(text: &str, series: &str) -> f64 {
 
 /// Two apps with different outcomes, and requests nobody routes.
 fn deploy_and_send(n: &TestNode) {
-    let r = n.admin(
-        "PUT",
-        "/v1/apps/alpha",
-        r#"{"limits":{"operations_max":5000}}"#,
-    );
-    assert_eq!(r.status, 201, "{r:?}");
     n.deploy(
         "alpha",
         &[
             ("/ok", "ok", r#"kv::set("k", 1); "hello""#),
             ("/boom", "boom", r#"throw "boom""#),
-            ("/spin", "spin", "loop {}"),
+            ("/spin", "spin", "let x = 0; loop { x += 1; }"),
         ],
     );
-    let r = n.admin(
-        "PUT",
-        "/v1/apps/beta",
-        r#"{"limits":{"array_len_max":100}}"#,
-    );
-    assert_eq!(r.status, 201, "{r:?}");
     n.deploy(
         "beta",
         &[
@@ -59,6 +47,21 @@ fn deploy_and_send(n: &TestNode) {
             ("/big", "big", "let a = []; loop { a.push(1); }"),
         ],
     );
+    // After `deploy`, which (re)creates the apps with default settings. Generous deadlines:
+    // the limits, not a slow debug build on a busy machine, must end the runs.
+    for (app, limits) in [
+        (
+            "alpha",
+            r#"{"limits":{"operations_max":5000,"timeout_ms":20000}}"#,
+        ),
+        (
+            "beta",
+            r#"{"limits":{"array_len_max":100,"timeout_ms":20000}}"#,
+        ),
+    ] {
+        let r = n.admin("PUT", &format!("/v1/apps/{app}"), limits);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
     for (path, status, times) in [
         ("/alpha/ok", 200, 5),
         ("/alpha/boom", 500, 3),
@@ -71,8 +74,10 @@ fn deploy_and_send(n: &TestNode) {
         for _ in 0..times {
             let r = n.get(path);
             assert_eq!(r.status, status, "{path}: {}", r.text());
-            if path == "/beta/big" {
-                assert_eq!(r.json()["limit"], "size", "{}", r.text());
+            match path {
+                "/beta/big" => assert_eq!(r.json()["limit"], "size", "{}", r.text()),
+                "/alpha/spin" => assert_eq!(r.json()["limit"], "operations", "{}", r.text()),
+                _ => {}
             }
         }
     }

@@ -356,8 +356,8 @@ pub struct Catalog {
     hosts: HashMap<String, Arc<CatalogApp>>,
 }
 
-/// What a request resolves to. `'c` borrows the catalog, `'p` the request path (kept apart so the app can outlive the
-/// request's fields).
+/// What a request resolves to. `'c` borrows the catalog, `'p` the request path (kept apart
+/// so the resolved app can be held while the request's fields move into a job).
 #[derive(Debug)]
 pub enum Resolution<'c, 'p> {
     /// An endpoint script answers.

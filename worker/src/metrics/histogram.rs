@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(s.buckets[16], 1);
         assert_eq!(s.buckets[17], 1);
         assert_eq!(s.count, 5);
-        assert_eq!(s.sum_us, 60_000_201);
+        assert_eq!(s.sum_us, 60_000_202);
     }
 
     #[test]

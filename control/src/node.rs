@@ -21,6 +21,7 @@ use picloud_worker::dispatch::{Dispatcher, Live};
 use picloud_worker::engine::sdk::Services;
 use picloud_worker::engine::{Pool, PoolConfig, ReplyChannel, ReplyTx};
 use picloud_worker::http::{self, Handler, Request, Response, ServerHandle};
+use picloud_worker::metrics::NodeProbes;
 
 use crate::admin::{self, Admin};
 use crate::config::Settings;
@@ -192,6 +193,11 @@ impl Node {
         let dispatcher = Dispatcher::new(live.clone(), pool.submitter());
         let public = http::serve(public_listener, Arc::new(dispatcher), limits)
             .context("starting the public front end")?;
+        let probes = NodeProbes {
+            pool: pool.submitter(),
+            public_http: public.stats(),
+            apps: live.app_stats(),
+        };
 
         let (control_tx, control_rx) = crossbeam_channel::bounded(ADMIN_QUEUE_LEN_MAX);
         let admin = Admin::new(
@@ -202,7 +208,8 @@ impl Node {
             limits.clone(),
         )
         .with_services(kv, logs)
-        .with_node_name(settings.node_name.clone());
+        .with_node_name(settings.node_name.clone())
+        .with_metrics(probes, sync.as_ref().map(SyncDaemon::stats));
         let control = std::thread::Builder::new()
             .name("picloud-control".into())
             .spawn(move || control_loop(&admin, &control_rx))

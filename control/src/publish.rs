@@ -97,6 +97,11 @@ impl Publisher {
         Ok(revision)
     }
 
+    /// The live catalog (and its per-app stats).
+    pub fn live(&self) -> &Live {
+        &self.live
+    }
+
     /// The live catalog's revision.
     pub fn revision(&self) -> u64 {
         self.live.current().revision

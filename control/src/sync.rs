@@ -17,12 +17,17 @@
 //! to `sync_retry_max_ms`) and starts a new session; the backoff resets once a session has
 //! caught up.
 //!
+//! Also owns the daemon's metrics ([`SyncStats`]): reconnects, and the newest revision a
+//! notification announced, from which `/metrics` shows how far the published catalog lags
+//! behind the store. Both are updated only when the daemon wakes anyway (a failure, a
+//! notification): nothing runs to keep them current.
+//!
 //! Does not own: building or swapping catalogs (the publisher), the store's own connection, or
 //! serving (the data plane never waits on this thread: it keeps the last catalog whatever
 //! happens here).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,6 +53,56 @@ struct Shared {
     stopping: AtomicBool,
     /// Server process id of the daemon's current connection, 0 when it has none.
     backend_pid: AtomicI32,
+    stats: Arc<SyncStats>,
+}
+
+/// The sync daemon's counters, read by `/metrics`.
+#[derive(Default)]
+pub struct SyncStats {
+    /// Sessions started after a failed one (each reconnect attempt counts).
+    reconnects: AtomicU64,
+    /// The newest revision a notification announced (0 before the first one).
+    seen_revision: AtomicU64,
+}
+
+impl SyncStats {
+    /// Reconnect attempts since start.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// The newest revision announced by a notification.
+    pub fn seen_revision(&self) -> u64 {
+        self.seen_revision.load(Ordering::Relaxed)
+    }
+
+    /// How far `published` is behind the newest announced revision (0 when caught up).
+    pub fn lag(&self, published: u64) -> u64 {
+        self.seen_revision().saturating_sub(published)
+    }
+
+    fn saw(&self, revision: u64) {
+        // u64::MAX means "unreadable payload", not a revision: it would show a huge lag.
+        if revision != u64::MAX {
+            self.seen_revision.fetch_max(revision, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The sync series in Prometheus text format; `sync` is `None` on the embedded store (no
+/// daemon: nothing to reconnect, never behind).
+pub fn render_metrics(sync: Option<&SyncStats>, published: u64) -> String {
+    format!(
+        "# HELP picloud_sync_reconnects_total Reconnect attempts of the PostgreSQL sync daemon.\n\
+         # TYPE picloud_sync_reconnects_total counter\n\
+         picloud_sync_reconnects_total {}\n\
+         # HELP picloud_sync_revision_lag Newest revision announced by the store minus the \
+         published one (0 on the embedded store).\n\
+         # TYPE picloud_sync_revision_lag gauge\n\
+         picloud_sync_revision_lag {}\n",
+        sync.map_or(0, SyncStats::reconnects),
+        sync.map_or(0, |s| s.lag(published)),
+    )
 }
 
 /// A running sync daemon. Stop it with [`SyncDaemon::stop`].
@@ -70,6 +125,7 @@ impl SyncDaemon {
         let shared = Arc::new(Shared {
             stopping: AtomicBool::new(false),
             backend_pid: AtomicI32::new(0),
+            stats: Arc::new(SyncStats::default()),
         });
         let (wake, wake_rx) = crossbeam_channel::bounded(1);
         let (done_tx, done) = crossbeam_channel::bounded(1);
@@ -95,6 +151,11 @@ impl SyncDaemon {
             done,
             thread,
         })
+    }
+
+    /// The daemon's counters.
+    pub fn stats(&self) -> Arc<SyncStats> {
+        self.shared.stats.clone()
     }
 
     /// Stops the daemon: wakes it from a backoff sleep, or ends its blocking read by having
@@ -165,6 +226,7 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
         }
         retry = (retry * 2).min(retry_max);
+        shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -212,6 +274,7 @@ fn session(
         while let Some(n) = queued.next().map_err(|e| pg_err(e).to_string())? {
             newest = newest.max(announced_revision(n.payload()));
         }
+        shared.stats.saw(newest);
         publisher
             .publish_up_to(newest)
             .map_err(|e| format!("catching up to revision {newest}: {e}"))?;

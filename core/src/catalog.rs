@@ -9,8 +9,9 @@
 //! atomic swap of catalogs (the worker holds the live one). A catalog is never mutated: a
 //! change builds a new one, and a request finishes on the catalog it started with.
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::limits::Limits;
 use crate::model::{Method, Route, ScriptKind, normalize_host};
@@ -77,6 +78,37 @@ pub struct CatalogApp {
     pub triggers: HashMap<String, Vec<Arc<CatalogScript>>>,
     /// Cron schedules.
     pub schedules: Vec<crate::services::Schedule>,
+    /// Per-app state the data plane attaches when the catalog goes live (its metrics).
+    pub attached: AppSlot,
+}
+
+/// A slot for per-app state the data plane attaches when a catalog goes live: the worker's
+/// per-app metrics, reached from the resolved app without a lock or a lookup. Core only
+/// carries it (it has no idea what the worker counts); it is empty after [`Catalog::build`]
+/// and set at most once.
+#[derive(Default)]
+pub struct AppSlot(OnceLock<Arc<dyn Any + Send + Sync>>);
+
+impl AppSlot {
+    /// The attached value, if one of type `T` was set.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.get().and_then(|v| v.as_ref().downcast_ref::<T>())
+    }
+
+    /// Attaches `value`; false (and nothing changes) if the slot was already set.
+    pub fn set(&self, value: Arc<dyn Any + Send + Sync>) -> bool {
+        self.0.set(value).is_ok()
+    }
+}
+
+impl std::fmt::Debug for AppSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "AppSlot(set)"
+        } else {
+            "AppSlot(empty)"
+        })
+    }
 }
 
 impl CatalogApp {
@@ -91,6 +123,7 @@ impl CatalogApp {
             env: Env::default(),
             triggers: HashMap::new(),
             schedules: Vec::new(),
+            attached: AppSlot::default(),
         }
     }
 }
@@ -323,9 +356,10 @@ pub struct Catalog {
     hosts: HashMap<String, Arc<CatalogApp>>,
 }
 
-/// What a request resolves to.
+/// What a request resolves to. `'c` borrows the catalog, `'p` the request path (kept apart
+/// so the resolved app can be held while the request's fields move into a job).
 #[derive(Debug)]
-pub enum Resolution<'c> {
+pub enum Resolution<'c, 'p> {
     /// An endpoint script answers.
     Found {
         /// The app.
@@ -335,7 +369,7 @@ pub enum Resolution<'c> {
         /// Route parameters.
         params: Vec<(String, String)>,
         /// The path within the app (after the app prefix, if any), without the query.
-        path: &'c str,
+        path: &'p str,
     },
     /// No app or no route (404).
     NotFound,
@@ -468,6 +502,7 @@ impl Catalog {
                 env: Env::new(&sa.env),
                 triggers,
                 schedules: sa.schedules.clone(),
+                attached: AppSlot::default(),
             });
             for h in &sa.app.config.hosts {
                 catalog.hosts.insert(h.clone(), app.clone());
@@ -495,12 +530,12 @@ impl Catalog {
     /// Resolves a request. `host` is the raw `Host` header; `path` the request path without
     /// the query string. An app listing the host gets the full path; otherwise the first path
     /// segment names the app.
-    pub fn resolve<'c>(
+    pub fn resolve<'c, 'p>(
         &'c self,
         host: Option<&str>,
         method: &str,
-        path: &'c str,
-    ) -> Resolution<'c> {
+        path: &'p str,
+    ) -> Resolution<'c, 'p> {
         let by_host = host
             .filter(|_| !self.hosts.is_empty())
             .and_then(|h| self.hosts.get(&normalize_host(h)));

@@ -21,7 +21,7 @@ pub mod rules;
 pub mod services;
 pub mod store;
 
-pub use catalog::{Catalog, CatalogApp, CatalogScript, Resolution, RouteTable};
+pub use catalog::{AppSlot, Catalog, CatalogApp, CatalogScript, Resolution, RouteTable};
 pub use error::{ErrorCode, Fault, LimitKind};
 pub use limits::{LimitOverrides, Limits};
 pub use model::{AppConfig, AppInfo, Method, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};

@@ -10,31 +10,47 @@
 //! channel, which parks just the coroutine.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use picloud_core::Catalog;
 
+use crate::metrics::{AppRegistry, AppStats};
+
 /// The live catalog, shared by the dispatcher (readers, lock-free) and the control plane (the
 /// one writer). A request takes one `Arc<Catalog>` at its start and finishes on it, whatever
-/// swaps happen meanwhile.
+/// swaps happen meanwhile. Also keeps the per-app stats of the live catalog's apps.
 #[derive(Clone)]
-pub struct Live(Arc<ArcSwap<Catalog>>);
+pub struct Live {
+    catalog: Arc<ArcSwap<Catalog>>,
+    apps: Arc<AppRegistry>,
+}
 
 impl Default for Live {
     fn default() -> Self {
-        Live(Arc::new(ArcSwap::from_pointee(Catalog::default())))
+        Live {
+            catalog: Arc::new(ArcSwap::from_pointee(Catalog::default())),
+            apps: Arc::new(AppRegistry::default()),
+        }
     }
 }
 
 impl Live {
     /// The current catalog.
     pub fn current(&self) -> Arc<Catalog> {
-        self.0.load_full()
+        self.catalog.load_full()
     }
 
-    /// Replaces the catalog. Requests in flight keep the one they started with.
+    /// Replaces the catalog. Requests in flight keep the one they started with. Its apps get
+    /// their stats first (kept from the previous catalog; a deleted app's are dropped).
     pub fn swap(&self, catalog: Catalog) {
-        self.0.store(Arc::new(catalog));
+        self.apps.attach(&catalog);
+        self.catalog.store(Arc::new(catalog));
+    }
+
+    /// The per-app stats of the live catalog's apps.
+    pub fn app_stats(&self) -> Arc<AppRegistry> {
+        self.apps.clone()
     }
 }
 
@@ -87,26 +103,39 @@ impl Handler for Dispatcher {
     }
 
     fn handle(&self, reply: &mut ReplyChannel, req: Request) -> Response {
+        let started = Instant::now();
         let id = next_request_id();
-        let resp = self.dispatch(reply, req, &id);
+        // The request finishes on this catalog even if a new one is swapped in meanwhile.
+        let catalog = self.live.current();
+        let (resp, stats) = self.dispatch(&catalog, reply, req, &id);
         metrics::count_response(resp.status);
+        if let Some(stats) = stats {
+            stats.record_request(resp.status, started);
+        }
         resp
     }
 }
 
 impl Dispatcher {
-    fn dispatch(&self, reply: &mut ReplyChannel, req: Request, id: &str) -> Response {
-        // The request finishes on this catalog even if a new one is swapped in meanwhile.
-        let catalog = self.live.current();
+    /// Answers one request; also returns the stats of the app it was routed to (borrowed from
+    /// `catalog`: no reference count is touched for them).
+    fn dispatch<'c>(
+        &self,
+        catalog: &'c Catalog,
+        reply: &mut ReplyChannel,
+        req: Request,
+        id: &str,
+    ) -> (Response, Option<&'c AppStats>) {
         if req.path == HEALTH_PATH {
             // Answered here on the coroutine, before any app (host-routed ones included): a
             // load balancer's probe must not queue behind scripts or depend on a route.
-            return Response::new(
+            let resp = Response::new(
                 200,
                 "application/json",
                 format!(r#"{{"status":"ok","revision":{}}}"#, catalog.revision),
             )
             .with_header("cache-control", "no-store");
+            return (resp, None);
         }
         let (app, script, params, path) =
             match catalog.resolve(req.header("host"), &req.method, &req.path) {
@@ -115,15 +144,21 @@ impl Dispatcher {
                     script,
                     params,
                     path,
-                } => (app.clone(), script.clone(), params, path.to_string()),
-                Resolution::NotFound => return error_response(ErrorCode::NotFound, id, vec![]),
+                } => (app, script.clone(), params, path.to_string()),
+                Resolution::NotFound => {
+                    metrics::count_unrouted(ErrorCode::NotFound);
+                    return (error_response(ErrorCode::NotFound, id, vec![]), None);
+                }
                 Resolution::MethodNotAllowed(allow) => {
-                    return error_response(ErrorCode::MethodNotAllowed, id, vec![])
+                    metrics::count_unrouted(ErrorCode::MethodNotAllowed);
+                    let resp = error_response(ErrorCode::MethodNotAllowed, id, vec![])
                         .with_header("allow", allow);
+                    return (resp, None);
                 }
             };
+        let stats = AppStats::of(app);
         let job = Job {
-            app,
+            app: app.clone(),
             script,
             request: ScriptRequest {
                 id: id.to_string(),
@@ -143,15 +178,19 @@ impl Dispatcher {
                 r.cancel();
             }
             metrics::count_overloaded();
-            return error_response(
+            if let Some(stats) = stats {
+                stats.count_error(ErrorCode::Overloaded);
+            }
+            let resp = error_response(
                 ErrorCode::Overloaded,
                 id,
                 vec![("message", Value::from("job queue full, retry later"))],
             );
+            return (resp, stats);
         }
         metrics::count_script_run();
         // Parks only this coroutine until the engine thread answers; the deadline is enforced
         // over there, so no timer is armed here.
-        reply.recv()
+        (reply.recv(), stats)
     }
 }

@@ -42,9 +42,11 @@ use picloud_core::services::{KvLimits, KvStore, LogStore};
 use picloud_core::{ErrorCode, Limits, Store};
 use picloud_worker::engine::AstCache;
 use picloud_worker::http::{Request, Response};
+use picloud_worker::metrics::NodeProbes;
 use serde_json::{Value, json};
 
 use crate::publish::Publisher;
+use crate::sync::SyncStats;
 
 pub use auth::{ensure_bootstrap_token, generate_token, hash_token};
 pub use error::{AdminError, AdminResult};
@@ -70,6 +72,11 @@ pub struct Admin {
     router: Router,
     /// This node's name in audit entries.
     node_name: String,
+    /// The data plane's gauges and per-app stats for `/metrics`; `None` shows node-wide
+    /// counters only.
+    probes: Option<NodeProbes>,
+    /// The sync daemon's counters (PostgreSQL only).
+    sync: Option<Arc<SyncStats>>,
 }
 
 impl Admin {
@@ -93,7 +100,17 @@ impl Admin {
             limits,
             router: Router::new(),
             node_name: "picloud".into(),
+            probes: None,
+            sync: None,
         }
+    }
+
+    /// The same API with the node's data-plane gauges, per-app stats and sync counters in
+    /// `/metrics`.
+    pub fn with_metrics(mut self, probes: NodeProbes, sync: Option<Arc<SyncStats>>) -> Admin {
+        self.probes = Some(probes);
+        self.sync = sync;
+        self
     }
 
     /// The same API with the SDK's data behind `/kv` and `/logs`.
@@ -348,17 +365,24 @@ impl Admin {
     }
 
     pub(super) fn metrics(&self) -> Response {
-        let text = format!(
+        let revision = self.publisher.revision();
+        let mut text = format!(
             "# HELP picloud_catalog_revision Store revision of the live catalog.\n\
              # TYPE picloud_catalog_revision gauge\n\
              picloud_catalog_revision {}\n\
              # HELP picloud_ast_compiles_total Script compilations (saves and cache misses).\n\
              # TYPE picloud_ast_compiles_total counter\n\
              picloud_ast_compiles_total {}\n{}",
-            self.publisher.revision(),
+            revision,
             self.ast_cache.compiles(),
             picloud_worker::metrics::render()
         ) + crate::invocations::render_metrics().as_str();
+        text.push_str(&crate::sync::render_metrics(self.sync.as_deref(), revision));
+        match &self.probes {
+            Some(probes) => probes.render(&mut text),
+            // Without probes the per-app families still come from the live catalog.
+            None => self.publisher.live().app_stats().render(&mut text),
+        }
         Response::new(200, "text/plain; version=0.0.4", text)
     }
 }

@@ -35,6 +35,7 @@ use super::reply::ReplyTx;
 use super::sandbox::{self, EngineOptions, EngineProfile, build_engine};
 use super::sdk::{self, EventSubmit, Services};
 use crate::http::Response;
+use crate::metrics::AppStats;
 use picloud_core::services::{InvocationRecord, InvocationSink, TriggerKind};
 
 /// Stack of each engine thread. Measured with `call_depth_max` = 256 (the hard maximum) and
@@ -168,6 +169,8 @@ struct Queue {
     closed: AtomicBool,
     /// Engine threads that found the queue empty and parked (or are about to).
     parked: Mutex<Vec<Thread>>,
+    /// Engine threads started (for the busy-engines gauge: those not in `parked`).
+    workers: usize,
     /// Started on the first submit from a coroutine (so a pool used only from plain threads
     /// never starts may's scheduler).
     doorbell: OnceLock<Arc<Doorbell>>,
@@ -469,6 +472,17 @@ impl Submitter {
     pub fn queue_len(&self) -> usize {
         self.0.tx.len()
     }
+
+    /// Engine threads of the pool.
+    pub fn engines(&self) -> usize {
+        self.0.workers
+    }
+
+    /// Engine threads not parked: running a job, or between jobs. Read from the parked list
+    /// at scrape time, so the request path pays nothing for this gauge.
+    pub fn busy_engines(&self) -> usize {
+        self.0.workers.saturating_sub(self.0.parked.lock().len())
+    }
 }
 
 /// The engine pool. See the module comment for its lifecycle.
@@ -514,6 +528,7 @@ impl Pool {
                 rx,
                 closed: AtomicBool::new(false),
                 parked: Mutex::new(Vec::with_capacity(workers)),
+                workers,
                 doorbell: OnceLock::new(),
                 pump: OnceLock::new(),
             })),
@@ -844,6 +859,9 @@ impl Runner {
             Ok(Ok(resp)) => (resp, None),
             Ok(Err(failure)) => {
                 let code = failure.code();
+                if let (ScriptFailure::Limit(kind), Some(stats)) = (&failure, AppStats::of(app)) {
+                    stats.count_limit(*kind);
+                }
                 (failure.into_response(&request_id, app.debug), Some(code))
             }
             Err(payload) => {
@@ -864,6 +882,9 @@ impl Runner {
                 )
             }
         };
+        if let (Some(code), Some(stats)) = (error, AppStats::of(app)) {
+            stats.count_error(code);
+        }
         if app.debug {
             resp.headers.push((
                 "x-picloud-operations".into(),

@@ -28,6 +28,7 @@ use rhai::{
 use sha2::{Digest, Sha256};
 
 use super::contract::{self, SizeCaps};
+use crate::metrics::{self, KvOp};
 
 /// The SDK's version, as `sdk_version()` and `/v1/health` report it. Bumped when a function is
 /// added or changes.
@@ -142,9 +143,18 @@ fn from_value(ctx: &NativeCallContext, v: &serde_json::Value, limits: &Limits) -
     contract::parse_json_body(&bytes, SizeCaps::of(limits)).map_err(|m| error(ctx, m))
 }
 
+/// Runs one store call for `op`, counting it and its duration in the node's metrics (here,
+/// where the SDK meets the `KvStore`, so every store implementation is measured the same way).
+fn measured<T, E>(op: KvOp, call: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let result = call();
+    metrics::count_kv(op, started, result.is_err());
+    result
+}
+
 fn kv_get(ctx: NativeCallContext, key: &str) -> Res<Dynamic> {
     let (kv, app, limits) = kv_handle(&ctx)?;
-    match kv.kv_get(&app, key, picloud_core::now_ms()) {
+    match measured(KvOp::Get, || kv.kv_get(&app, key, picloud_core::now_ms())) {
         Ok(Some(v)) => from_value(&ctx, &v, &limits),
         Ok(None) => Ok(Dynamic::UNIT),
         Err(e) => Err(error(&ctx, format!("kv::get: {e}"))),
@@ -159,41 +169,48 @@ fn kv_set(ctx: &NativeCallContext, key: &str, value: &Dynamic, ttl_secs: Option<
     };
     let (kv, app, limits) = kv_handle(ctx)?;
     let value = to_value(ctx, value)?;
-    kv.kv_set(
-        &app,
-        key,
-        &value,
-        ttl_ms,
-        picloud_core::now_ms(),
-        &KvLimits::of(&limits),
-    )
+    measured(KvOp::Set, || {
+        kv.kv_set(
+            &app,
+            key,
+            &value,
+            ttl_ms,
+            picloud_core::now_ms(),
+            &KvLimits::of(&limits),
+        )
+    })
     .map_err(|e| error(ctx, format!("kv::set: {e}")))
 }
 
 fn kv_delete(ctx: NativeCallContext, key: &str) -> Res<bool> {
     let (kv, app, _) = kv_handle(&ctx)?;
-    kv.kv_delete(&app, key, picloud_core::now_ms())
-        .map_err(|e| error(&ctx, format!("kv::delete: {e}")))
+    measured(KvOp::Delete, || {
+        kv.kv_delete(&app, key, picloud_core::now_ms())
+    })
+    .map_err(|e| error(&ctx, format!("kv::delete: {e}")))
 }
 
 fn kv_list(ctx: NativeCallContext, prefix: &str) -> Res<Array> {
     let (kv, app, limits) = kv_handle(&ctx)?;
     // Never more keys than an array may hold.
-    let keys = kv
-        .kv_list(&app, prefix, limits.array_len_max, picloud_core::now_ms())
-        .map_err(|e| error(&ctx, format!("kv::list: {e}")))?;
+    let keys = measured(KvOp::List, || {
+        kv.kv_list(&app, prefix, limits.array_len_max, picloud_core::now_ms())
+    })
+    .map_err(|e| error(&ctx, format!("kv::list: {e}")))?;
     Ok(keys.into_iter().map(Dynamic::from).collect())
 }
 
 fn kv_incr(ctx: NativeCallContext, key: &str, by: INT) -> Res<INT> {
     let (kv, app, limits) = kv_handle(&ctx)?;
-    kv.kv_incr(
-        &app,
-        key,
-        by,
-        picloud_core::now_ms(),
-        &KvLimits::of(&limits),
-    )
+    measured(KvOp::Incr, || {
+        kv.kv_incr(
+            &app,
+            key,
+            by,
+            picloud_core::now_ms(),
+            &KvLimits::of(&limits),
+        )
+    })
     .map_err(|e| error(&ctx, format!("kv::incr: {e}")))
 }
 

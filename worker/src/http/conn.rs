@@ -33,6 +33,7 @@ use super::head::{BodyFraming, Head, HeadError, HeadLimits, HeadScanner, has_tok
 use super::server::Registration;
 use super::{Handler, Response};
 use crate::errors::error_response_with_status;
+use crate::metrics::TimeoutKind;
 
 /// Read buffer of a new connection; also what an idle connection shrinks back to.
 const READ_BUF_BYTES_INITIAL: usize = 4096;
@@ -276,10 +277,14 @@ impl Conn<'_> {
             let deadline =
                 *deadline.get_or_insert_with(|| Instant::now() + self.cfg.header_read_timeout);
             if Instant::now() >= deadline {
-                return Err(self.gone("reading head", ReadError::TimedOut));
+                return Err(self.gone(
+                    "reading head",
+                    ReadError::TimedOut,
+                    TimeoutKind::HeaderRead,
+                ));
             }
             if let Err(e) = self.fill(deadline) {
-                return Err(self.gone("reading head", e));
+                return Err(self.gone("reading head", e, TimeoutKind::HeaderRead));
             }
         }
     }
@@ -298,13 +303,21 @@ impl Conn<'_> {
         self.registration.set_busy();
         match read {
             Ok(_) => Ok(()),
-            Err(e) => Err(self.gone("waiting for a request", e)),
+            Err(e) => Err(self.gone("waiting for a request", e, TimeoutKind::Idle)),
         }
     }
 
-    fn gone(&self, doing: &str, e: ReadError) -> HeadFailure {
+    /// A read ended the connection; a timeout is counted as `kind`.
+    fn gone(&self, doing: &str, e: ReadError, kind: TimeoutKind) -> HeadFailure {
+        self.note_timeout(&e, kind);
         log_read_end(self.peer, doing, &e);
         HeadFailure::Gone
+    }
+
+    fn note_timeout(&self, e: &ReadError, kind: TimeoutKind) {
+        if matches!(e, ReadError::TimedOut) {
+            self.registration.count_timeout(kind);
+        }
     }
 
     fn read_body(
@@ -338,6 +351,7 @@ impl Conn<'_> {
                     match self.read_into(&mut body[old..], deadline) {
                         Ok(n) => body.truncate(old + n),
                         Err(e) => {
+                            self.note_timeout(&e, TimeoutKind::BodyRead);
                             log_read_end(self.peer, "reading body", &e);
                             return Err(BodyFailure::Gone);
                         }
@@ -386,6 +400,7 @@ impl Conn<'_> {
                         None => self.fill(Instant::now() + self.cfg.body_read_timeout),
                     };
                     if let Err(e) = read {
+                        self.note_timeout(&e, TimeoutKind::BodyRead);
                         log_read_end(self.peer, "reading chunked body", &e);
                         return Err(BodyFailure::Gone);
                     }
@@ -496,6 +511,7 @@ impl Conn<'_> {
         if self.registration.wait_done() {
             Ok(())
         } else {
+            self.registration.count_timeout(TimeoutKind::Write);
             Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "client stopped reading",

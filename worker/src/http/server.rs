@@ -49,6 +49,7 @@ use super::encode::{self, Framing};
 use super::timer::TimerFd;
 use super::{Handler, Response, runtime};
 use crate::errors::error_response_with_status;
+use crate::metrics::{HttpStats, TimeoutKind};
 
 /// First pause of the accept loop after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM).
 const ACCEPT_BACKOFF_MIN_MS: u64 = 10;
@@ -111,6 +112,7 @@ pub fn serve<H: Handler>(
             reaper_stopping: false,
         }),
         connections_max: limits.connections_max,
+        stats: Arc::new(HttpStats::default()),
         drained: SyncFlag::new(),
         stop: SyncFlag::new(),
         timer: TimerFd::new()?,
@@ -161,6 +163,11 @@ impl ServerHandle {
     /// Open connections right now.
     pub fn connections(&self) -> usize {
         self.registry.state.lock().conns.len()
+    }
+
+    /// This front end's connection counters (open connections, timeouts by kind).
+    pub fn stats(&self) -> Arc<HttpStats> {
+        Arc::clone(&self.registry.stats)
     }
 
     /// Connections waiting under a deadline right now, and whether the reaper's timer is
@@ -288,6 +295,8 @@ pub(crate) struct Registry {
     /// across a wait, so a parking_lot lock on a coroutine is fine.
     state: Mutex<State>,
     connections_max: usize,
+    /// Open connections and timeouts, for `/metrics` (changed on open, close and cut only).
+    stats: Arc<HttpStats>,
     /// Fired when the registry empties during a drain.
     drained: SyncFlag,
     /// Fired when the server stops; cuts the accept loop's back-off pause short.
@@ -339,6 +348,11 @@ impl Registration {
         self.busy.store(true, Ordering::SeqCst);
     }
 
+    /// Counts a connection cut by a deadline of `kind`.
+    pub(crate) fn count_timeout(&self, kind: TimeoutKind) {
+        self.registry.stats.count_timeout(kind);
+    }
+
     /// Whether the server is draining (the current response must close the connection).
     pub(crate) fn draining(&self) -> bool {
         self.registry.draining.load(Ordering::SeqCst)
@@ -383,7 +397,9 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut state = self.registry.state.lock();
-        state.conns.remove(&self.fd);
+        if state.conns.remove(&self.fd).is_some() {
+            self.registry.stats.connection_closed();
+        }
         if let Some(deadline) = self.deadline.take() {
             state.deadlines.remove(&(deadline, self.fd));
         }
@@ -411,6 +427,7 @@ impl Registry {
         // send, and a drain should give it its first request.
         let busy = Arc::new(AtomicBool::new(true));
         state.conns.insert(fd, Arc::clone(&busy));
+        self.stats.connection_opened();
         Some(Registration {
             registry: Arc::clone(self),
             fd,

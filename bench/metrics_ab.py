@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""A/B of two PiCloud binaries on hello, alternating runs, plus the idle check of the second.
+
+Written for the per-app metrics (issue 9 item 5): does counting every request per app cost
+throughput, and does the node still sleep after traffic? Usage:
+
+    python3 bench/metrics_ab.py BEFORE_BIN AFTER_BIN [--runs 3] [--duration 10] [--idle 30]
+
+Each run starts a fresh node (PICLOUD_WORKERS=1, taskset -c 0; wrk 1 thread, 32 connections,
+taskset -c 1, as the `picloud` part of bench.py), installs the bench app, warms up 2 s and
+measures. Runs alternate A, B, A, B, ... so drift on a shared machine hits both. Then the AFTER
+binary serves 5 s of traffic and is left idle for `--idle` seconds while its threads' CPU ticks
+and context switches are read from /proc. Prints JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+from benchlib import CpuWatch, Target, machine_info, run_wrk, thread_stats
+
+
+def one_run(binary: str, duration: float) -> dict:
+    os.environ["BENCH_PICLOUD_BIN"] = binary
+    t = Target("picloud", "0", 1)
+    try:
+        s = t.start()
+        t.setup()
+        url = f"{t.base_url}/bench/hello"
+        run_wrk(url, 2, 32, 1, latency=False)
+        watch = CpuWatch(s.pid)
+        r, _ = run_wrk(url, duration, 32, 1)
+        r.update(watch.read())
+        return r
+    finally:
+        t.stop()
+
+
+def idle_check(binary: str, idle_s: float) -> dict:
+    os.environ["BENCH_PICLOUD_BIN"] = binary
+    t = Target("picloud", None, None)
+    try:
+        s = t.start()
+        t.setup()
+        r, _ = run_wrk(f"{t.base_url}/bench/hello", 5, 32, 1, latency=False)
+        # Connections closed by wrk's exit; let the last replies and closes settle.
+        time.sleep(1)
+        before = thread_stats(s.pid)
+        time.sleep(idle_s)
+        after = thread_stats(s.pid)
+        threads = {}
+        for tid, a in after.items():
+            b = before.get(tid)
+            if b is None:
+                continue
+            threads[f"{a['name']}/{tid}"] = {
+                "ticks": a["ticks"] - b["ticks"],
+                "switches": (a["vol"] - b["vol"]) + (a["nonvol"] - b["nonvol"]),
+            }
+        return {
+            "traffic_requests": r.get("requests"),
+            "idle_s": idle_s,
+            "threads": len(threads),
+            "ticks": sum(v["ticks"] for v in threads.values()),
+            "switches": sum(v["switches"] for v in threads.values()),
+            "busy_threads": {k: v for k, v in threads.items() if v["ticks"] or v["switches"]},
+        }
+    finally:
+        t.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("before")
+    ap.add_argument("after")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--idle", type=float, default=30)
+    args = ap.parse_args()
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for _ in range(args.runs):
+        for name in ("before", "after"):
+            r = one_run(getattr(args, name), args.duration)
+            runs[name].append(r)
+            print(f"{name}: {r['rps']:.0f} req/s p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us "
+                  f"other CPU {r['other_cpu_pct']} %", flush=True)
+    out = {
+        name: {
+            "rps": [round(r["rps"]) for r in rs],
+            "median_rps": statistics.median(r["rps"] for r in rs),
+            "median_p50_us": statistics.median(r["p50_us"] for r in rs),
+            "median_p99_us": statistics.median(r["p99_us"] for r in rs),
+            "other_cpu_pct_max": max(r["other_cpu_pct"] for r in rs),
+        }
+        for name, rs in runs.items()
+    }
+    out["after_over_before"] = round(out["after"]["median_rps"] / out["before"]["median_rps"], 3)
+    out["idle_after"] = idle_check(args.after, args.idle)
+    out["machine"] = machine_info()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

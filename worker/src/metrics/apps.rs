@@ -1,0 +1,244 @@
+//! Per-app request statistics: what answers "which app is hurting".
+//!
+//! Owns: [`AppStats`] (one per app in the live catalog: responses by status class, a
+//! duration histogram, errors by public error code, limit hits by kind, all relaxed atomics)
+//! and [`AppRegistry`] (app name → its `AppStats`, so counters survive catalog swaps and an
+//! app deleted from the catalog loses its series), plus their Prometheus text. Does not own:
+//! when things are counted (the dispatcher and the engine pool call in), node-wide counters
+//! (`metrics/mod.rs`), or rates and quantiles over time (a dashboard derives those from
+//! successive [`AppStats::snapshot`]s).
+//!
+//! Why an `Arc<AppStats>` attached to the catalog's app instead of a map looked up per request:
+//! the dispatcher already holds the resolved `CatalogApp`, so reaching its stats is a pointer
+//! read and a type check (`AppSlot::get`), with no lock, hash or allocation on the request
+//! path. The registry's mutex is taken only when a catalog goes live (admin writes, sync) and
+//! when `/metrics` is rendered. Label cardinality is bounded by the catalog: the registry
+//! holds exactly the live catalog's apps. A request that started on an older catalog still
+//! counts into the `AppStats` it resolved; if its app was deleted meanwhile, that count is
+//! simply dropped with the stats.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+use picloud_core::{Catalog, CatalogApp, ErrorCode, LimitKind};
+
+use super::histogram::{Histogram, HistogramSnapshot};
+
+/// The error codes a routed request or a run can end with, in the order they are rendered.
+/// Codes answered before routing (framing, 404/405) are not per app.
+pub const APP_ERROR_CODES: [ErrorCode; 5] = [
+    ErrorCode::ScriptError,
+    ErrorCode::LimitExceeded,
+    ErrorCode::Timeout,
+    ErrorCode::Overloaded,
+    ErrorCode::Internal,
+];
+
+/// Every limit kind, in the order they are rendered.
+pub const LIMIT_KINDS: [LimitKind; 4] = [
+    LimitKind::Operations,
+    LimitKind::Memory,
+    LimitKind::Size,
+    LimitKind::Depth,
+];
+
+fn error_slot(code: ErrorCode) -> Option<usize> {
+    APP_ERROR_CODES.iter().position(|&c| c == code)
+}
+
+fn limit_slot(kind: LimitKind) -> usize {
+    match kind {
+        LimitKind::Operations => 0,
+        LimitKind::Memory => 1,
+        LimitKind::Size => 2,
+        LimitKind::Depth => 3,
+    }
+}
+
+/// One app's counters. Requests and the duration histogram count public HTTP requests (from
+/// the dispatcher's view: queue wait included); errors and limit hits count every run of the
+/// app's scripts (HTTP, cron, events) plus the requests refused `overloaded`.
+#[derive(Default)]
+pub struct AppStats {
+    responses_by_class: [AtomicU64; 5],
+    duration: Histogram,
+    errors: [AtomicU64; APP_ERROR_CODES.len()],
+    limits: [AtomicU64; LIMIT_KINDS.len()],
+}
+
+/// One app's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppSnapshot {
+    /// Responses by status class: index 0 is 1xx, 4 is 5xx.
+    pub responses_by_class: [u64; 5],
+    /// Request durations.
+    pub duration: HistogramSnapshot,
+    /// Errors, in [`APP_ERROR_CODES`] order.
+    pub errors: [u64; APP_ERROR_CODES.len()],
+    /// Limit hits, in [`LIMIT_KINDS`] order.
+    pub limits: [u64; LIMIT_KINDS.len()],
+}
+
+impl AppStats {
+    /// The stats attached to `app` by the live catalog, if any (catalogs never made live, e.g.
+    /// in benches, have none: nothing is counted).
+    pub fn of(app: &CatalogApp) -> Option<&AppStats> {
+        app.attached.get::<AppStats>()
+    }
+
+    /// Counts one public response and its duration since `started`.
+    pub fn record_request(&self, status: u16, started: std::time::Instant) {
+        if let Some(c) = (status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.responses_by_class.get(usize::from(i)))
+        {
+            c.fetch_add(1, Relaxed);
+        }
+        self.duration.observe_since(started);
+    }
+
+    /// Counts one error answer (codes outside [`APP_ERROR_CODES`] are not per app).
+    pub fn count_error(&self, code: ErrorCode) {
+        if let Some(i) = error_slot(code) {
+            self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one limit hit (its `limit_exceeded` error is counted by [`count_error`]).
+    ///
+    /// [`count_error`]: AppStats::count_error
+    pub fn count_limit(&self, kind: LimitKind) {
+        self.limits[limit_slot(kind)].fetch_add(1, Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> AppSnapshot {
+        AppSnapshot {
+            responses_by_class: std::array::from_fn(|i| self.responses_by_class[i].load(Relaxed)),
+            duration: self.duration.snapshot(),
+            errors: std::array::from_fn(|i| self.errors[i].load(Relaxed)),
+            limits: std::array::from_fn(|i| self.limits[i].load(Relaxed)),
+        }
+    }
+}
+
+impl AppSnapshot {
+    /// Errors with `code` (0 for codes that are not per app).
+    pub fn errors_of(&self, code: ErrorCode) -> u64 {
+        error_slot(code).map_or(0, |i| self.errors[i])
+    }
+
+    /// Hits of limit `kind`.
+    pub fn limit_hits(&self, kind: LimitKind) -> u64 {
+        self.limits[limit_slot(kind)]
+    }
+}
+
+/// App name → stats, for exactly the apps of the live catalog.
+#[derive(Default)]
+pub struct AppRegistry {
+    /// Ordered, so `/metrics` lists apps the same way every time.
+    apps: Mutex<BTreeMap<String, Arc<AppStats>>>,
+}
+
+impl AppRegistry {
+    /// Attaches stats to every app of `catalog` (an app keeps the stats it had under an
+    /// earlier catalog) and forgets apps `catalog` does not have. Call before the catalog goes
+    /// live, so no request sees it without stats. Runs at each catalog swap, not per request.
+    pub fn attach(&self, catalog: &Catalog) {
+        let mut apps = self.apps.lock();
+        let mut kept = BTreeMap::new();
+        for app in catalog.apps() {
+            let stats = apps.remove(&app.name).unwrap_or_default();
+            // Already set when an app object is reused by a later catalog: same stats then.
+            let _ = app.attached.set(stats.clone());
+            kept.insert(app.name.clone(), stats);
+        }
+        *apps = kept;
+    }
+
+    /// A snapshot of one app's counters, if it is in the live catalog.
+    pub fn snapshot(&self, app: &str) -> Option<AppSnapshot> {
+        self.apps.lock().get(app).map(|s| s.snapshot())
+    }
+
+    /// Appends every per-app metric family (each family's series grouped under its HELP and
+    /// TYPE, as the text format requires).
+    pub fn render(&self, out: &mut String) {
+        let apps: Vec<(String, AppSnapshot)> = self
+            .apps
+            .lock()
+            .iter()
+            .map(|(name, s)| (escape_label(name), s.snapshot()))
+            .collect();
+        out.push_str(
+            "# HELP picloud_app_responses_total Public responses of an app's routes by status class.\n\
+             # TYPE picloud_app_responses_total counter\n",
+        );
+        for (app, s) in &apps {
+            for (i, n) in s.responses_by_class.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "picloud_app_responses_total{{app=\"{app}\",class=\"{}xx\"}} {n}",
+                    i + 1
+                );
+            }
+        }
+        out.push_str(
+            "# HELP picloud_app_request_duration_seconds Public request duration per app, from \
+             routing to the reply (queue wait included).\n\
+             # TYPE picloud_app_request_duration_seconds histogram\n",
+        );
+        for (app, s) in &apps {
+            s.duration.render(
+                out,
+                "picloud_app_request_duration_seconds",
+                &format!("app=\"{app}\""),
+            );
+        }
+        out.push_str(
+            "# HELP picloud_app_errors_total Error answers of an app's runs by public error code.\n\
+             # TYPE picloud_app_errors_total counter\n",
+        );
+        for (app, s) in &apps {
+            for (code, n) in APP_ERROR_CODES.iter().zip(s.errors) {
+                let _ = writeln!(
+                    out,
+                    "picloud_app_errors_total{{app=\"{app}\",code=\"{}\"}} {n}",
+                    code.as_str()
+                );
+            }
+        }
+        out.push_str(
+            "# HELP picloud_app_limit_hits_total Runs of an app stopped by a limit, by kind.\n\
+             # TYPE picloud_app_limit_hits_total counter\n",
+        );
+        for (app, s) in &apps {
+            for (kind, n) in LIMIT_KINDS.iter().zip(s.limits) {
+                let _ = writeln!(
+                    out,
+                    "picloud_app_limit_hits_total{{app=\"{app}\",limit=\"{}\"}} {n}",
+                    kind.as_str()
+                );
+            }
+        }
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped (app names cannot contain them today;
+/// this keeps the output valid if that rule ever loosens).
+pub(crate) fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}

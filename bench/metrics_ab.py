@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A/B of two PiCloud binaries on hello, alternating runs, plus the idle check of the second.
+"""A/B of two PiCloud binaries on hello (or json: `--workload json`), alternating runs, plus the idle check of the second.
 
 Written for the per-app metrics (issue 9 item 5): does counting every request per app cost
 throughput, and does the node still sleep after traffic? Usage:
@@ -20,19 +20,25 @@ import os
 import statistics
 import time
 
+from pathlib import Path
+
 from benchlib import CpuWatch, Target, machine_info, run_wrk, thread_stats
 
+BENCH = Path(__file__).resolve().parent
 
-def one_run(binary: str, duration: float) -> dict:
+
+def one_run(binary: str, duration: float, workload: str) -> dict:
     os.environ["BENCH_PICLOUD_BIN"] = binary
     t = Target("picloud", "0", 1)
     try:
         s = t.start()
         t.setup()
-        url = f"{t.base_url}/bench/hello"
-        run_wrk(url, 2, 32, 1, latency=False)
+        url = f"{t.base_url}/bench/{workload}"
+        # json POSTs the same small body as bench.py's json workload.
+        script = BENCH / "wrk" / "json.lua" if workload == "json" else None
+        run_wrk(url, 2, 32, 1, script=script, latency=False)
         watch = CpuWatch(s.pid)
-        r, _ = run_wrk(url, duration, 32, 1)
+        r, _ = run_wrk(url, duration, 32, 1, script=script)
         r.update(watch.read())
         return r
     finally:
@@ -79,11 +85,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--idle", type=float, default=30)
+    ap.add_argument("--workload", choices=["hello", "json"], default="hello")
     args = ap.parse_args()
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     for _ in range(args.runs):
         for name in ("before", "after"):
-            r = one_run(getattr(args, name), args.duration)
+            r = one_run(getattr(args, name), args.duration, args.workload)
             runs[name].append(r)
             print(f"{name}: {r['rps']:.0f} req/s p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us "
                   f"other CPU {r['other_cpu_pct']} %", flush=True)
@@ -97,6 +104,7 @@ def main() -> None:
         }
         for name, rs in runs.items()
     }
+    out["workload"] = args.workload
     out["after_over_before"] = round(out["after"]["median_rps"] / out["before"]["median_rps"], 3)
     out["idle_after"] = idle_check(args.after, args.idle)
     out["machine"] = machine_info()

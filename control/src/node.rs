@@ -55,6 +55,12 @@ impl Handler for AdminFrontend {
         ReplyChannel::new()
     }
 
+    /// Framing errors on the admin port in the admin error shape
+    /// (`{"error":{"code","message"}}`), like every other admin answer.
+    fn refused(&self, status: u16, code: ErrorCode) -> Response {
+        crate::admin::AdminError::refused(status, code).into_response()
+    }
+
     fn handle(&self, conn: &mut Self::Conn, req: Request) -> Response {
         let unavailable = |why: &str| {
             Response::new(

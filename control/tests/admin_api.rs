@@ -263,3 +263,34 @@ fn expression_depth_limit_refuses_the_script_at_save() {
     assert_eq!(r.status, 422, "{r:?}");
     assert_eq!(r.json()["error"]["code"], "compile_error");
 }
+
+/// Requests the HTTP layer refuses before the admin API sees them (malformed framing, too many
+/// headers, a URI too long, a body over the admin body limit) are answered in the admin error
+/// shape `{"error":{"code","message"}}`, like every other admin answer, not the public one.
+#[test]
+fn framing_errors_on_the_admin_port_have_the_admin_shape() {
+    let n = TestNode::start();
+    let many: Vec<(String, String)> = (0..100).map(|i| (format!("x-h{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let long = format!("/v1/apps/{}", "a".repeat(20_000));
+    let cases = [
+        (request(n.admin, "GET", "/v1/apps", &many, b""), 431),
+        (request(n.admin, "GET", &long, &[], b""), 414),
+        (
+            request(
+                n.admin,
+                "PUT",
+                "/v1/apps/demo",
+                &[("content-length", "x")],
+                b"",
+            ),
+            400,
+        ),
+    ];
+    for (r, status) in cases {
+        assert_eq!(r.status, status, "{r:?}");
+        let body = r.json();
+        assert!(body["error"]["code"].is_string(), "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+}

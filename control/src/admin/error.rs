@@ -31,6 +31,28 @@ impl AdminError {
         }
     }
 
+    /// An error with a status other than its code's (the HTTP layer's 414 and 431 are
+    /// `too_large` too).
+    pub fn with_status(code: ErrorCode, status: u16, message: impl Into<String>) -> AdminError {
+        AdminError {
+            status,
+            ..AdminError::new(code, message)
+        }
+    }
+
+    /// The admin shape of a request the HTTP layer refused before the admin API saw it.
+    pub fn refused(status: u16, code: ErrorCode) -> AdminError {
+        let message = match status {
+            400 => "malformed request",
+            413 => "body too large",
+            414 => "URI too long",
+            431 => "headers too large",
+            503 => "too many connections",
+            _ => "request refused",
+        };
+        AdminError::with_status(code, status, message)
+    }
+
     pub fn not_found(what: impl Into<String>) -> AdminError {
         AdminError::new(ErrorCode::NotFound, what)
     }

@@ -198,7 +198,7 @@ impl Conn<'_> {
                     HeadError::Bad(_) => ErrorCode::BadRequest,
                     HeadError::UriTooLong | HeadError::HeadersTooLarge => ErrorCode::TooLarge,
                 };
-                return self.refuse(e.status(), code);
+                return self.refuse(handler.refused(e.status(), code));
             }
         };
         let Head {
@@ -211,8 +211,12 @@ impl Conn<'_> {
         } = head;
         match self.read_body(framing, expect_continue, &mut request.body) {
             Ok(()) => {}
-            Err(BodyFailure::TooLarge) => return self.refuse(413, ErrorCode::TooLarge),
-            Err(BodyFailure::Malformed) => return self.refuse(400, ErrorCode::BadRequest),
+            Err(BodyFailure::TooLarge) => {
+                return self.refuse(handler.refused(413, ErrorCode::TooLarge));
+            }
+            Err(BodyFailure::Malformed) => {
+                return self.refuse(handler.refused(400, ErrorCode::BadRequest));
+            }
             Err(BodyFailure::Gone) => return After::Gone,
         }
 
@@ -519,9 +523,9 @@ impl Conn<'_> {
         }
     }
 
-    /// Answers a framing error with `connection: close`, then closes with lingering.
-    fn refuse(&mut self, status: u16, code: ErrorCode) -> After {
-        let resp = error_response_with_status(status, code, "", Vec::new());
+    /// Answers a framing error (the handler's rendering of it) with `connection: close`, then
+    /// closes with lingering.
+    fn refuse(&mut self, resp: Response) -> After {
         self.answer_and_close(&resp, false)
     }
 

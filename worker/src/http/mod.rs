@@ -81,6 +81,14 @@ pub trait Handler: Send + Sync + 'static {
     /// Answers one request. Runs on a coroutine: it may park the coroutine (may channels,
     /// `Blocker`), never block the OS thread or run Rhai.
     fn handle(&self, conn: &mut Self::Conn, req: Request) -> Response;
+
+    /// The answer to a request the HTTP layer refuses before the handler sees it: framing
+    /// errors (400, 413, 414, 431) and the 503 past `connections_max`. The default is the
+    /// public error shape (`{"error": CODE}`); the admin API answers in its own. Called only on
+    /// those failure paths, never per request.
+    fn refused(&self, status: u16, code: picloud_core::ErrorCode) -> Response {
+        crate::errors::error_response_with_status(status, code, "", Vec::new())
+    }
 }
 
 mod chunked;

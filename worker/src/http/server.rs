@@ -48,7 +48,6 @@ use super::conn::{self, Accepted, ConnConfig};
 use super::encode::{self, Framing};
 use super::timer::TimerFd;
 use super::{Handler, Response, runtime};
-use crate::errors::error_response_with_status;
 use crate::metrics::{HttpStats, TimeoutKind};
 
 /// First pause of the accept loop after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM).
@@ -498,7 +497,7 @@ fn accept_loop<H: Handler>(
     handler: &Arc<H>,
     cfg: &Arc<ConnConfig>,
 ) {
-    let overloaded = overloaded_response();
+    let overloaded = handler.refused(503, ErrorCode::Overloaded);
     let mut backoff_ms = 0u64;
     loop {
         let accepted = listener.accept();
@@ -559,12 +558,6 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM | libc::EAGAIN)
     )
-}
-
-/// The 503 for connections over `connections_max` (its bytes are encoded per rejection so
-/// its `date` is current).
-fn overloaded_response() -> Response {
-    error_response_with_status(503, ErrorCode::Overloaded, "", Vec::new())
 }
 
 /// Answers 503 and closes, without waiting for anything: the write goes to the std socket

@@ -294,3 +294,55 @@ fn framing_errors_on_the_admin_port_have_the_admin_shape() {
         assert!(body["error"]["message"].is_string(), "{body}");
     }
 }
+
+/// Every count bound has a knob and is hit: apps, scripts per app, rows per table, variables
+/// per app; through the single calls and through a deploy.
+#[test]
+fn apps_scripts_table_rows_and_variables_are_bounded() {
+    let n = TestNode::start_with(&[
+        ("PICLOUD_APPS_MAX", "2"),
+        ("PICLOUD_APP_SCRIPTS_MAX", "2"),
+        ("PICLOUD_APP_TABLE_ROWS_MAX", "2"),
+        ("PICLOUD_APP_ENV_MAX", "2"),
+    ]);
+    assert_eq!(n.admin("PUT", "/v1/apps/a", "").status, 201);
+    assert_eq!(n.admin("PUT", "/v1/apps/b", "").status, 201);
+    let r = n.admin("PUT", "/v1/apps/c", "");
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(r.text().contains("PICLOUD_APPS_MAX"), "{r:?}");
+    // Updating an existing app is not a create.
+    assert_eq!(n.admin("PUT", "/v1/apps/b", "{\"debug\":true}").status, 200);
+    let r = n.admin("POST", "/v1/apps/c/deploy", "{\"scripts\":{}}");
+    assert_eq!(r.status, 409, "{r:?}");
+
+    assert_eq!(n.admin("PUT", "/v1/apps/a/scripts/s1", "1").status, 201);
+    assert_eq!(n.admin("PUT", "/v1/apps/a/scripts/s2", "2").status, 201);
+    assert_eq!(n.admin("PUT", "/v1/apps/a/scripts/s2", "3").status, 200);
+    assert_eq!(n.admin("PUT", "/v1/apps/a/scripts/s3", "4").status, 409);
+    let three =
+        r#"{"scripts":{"x":{"source":"1"},"y":{"source":"1"},"z":{"source":"1"}},"prune":true}"#;
+    assert_eq!(n.admin("POST", "/v1/apps/a/deploy", three).status, 409);
+    let two = r#"{"scripts":{"x":{"source":"1"},"y":{"source":"1"}},"prune":true}"#;
+    assert_eq!(n.admin("POST", "/v1/apps/a/deploy", two).status, 200);
+
+    let routes = |k: usize| {
+        let rows: Vec<String> = (0..k)
+            .map(|i| format!(r#"{{"method":"GET","path":"/r{i}","script":"x"}}"#))
+            .collect();
+        format!("[{}]", rows.join(","))
+    };
+    assert_eq!(n.admin("PUT", "/v1/apps/a/routes", &routes(2)).status, 200);
+    let r = n.admin("PUT", "/v1/apps/a/routes", &routes(3));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "invalid_input");
+    let triggers =
+        r#"[{"event":"e1","script":"x"},{"event":"e2","script":"x"},{"event":"e3","script":"x"}]"#;
+    assert_eq!(n.admin("PUT", "/v1/apps/a/triggers", triggers).status, 400);
+
+    assert_eq!(n.admin("PUT", "/v1/apps/a/env/A", "1").status, 204);
+    assert_eq!(n.admin("PUT", "/v1/apps/a/env/B", "1").status, 204);
+    assert_eq!(n.admin("PUT", "/v1/apps/a/env/B", "2").status, 204);
+    assert_eq!(n.admin("PUT", "/v1/apps/a/env/C", "1").status, 409);
+    let env = r#"{"env":{"D":"1"}}"#;
+    assert_eq!(n.admin("POST", "/v1/apps/a/deploy", env).status, 409);
+}

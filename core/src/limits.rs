@@ -68,6 +68,14 @@ pub struct Limits {
     /// Invocation records waiting for the log writer; a full queue drops records (counted),
     /// never slows a request.
     pub log_queue_len_max: usize,
+    /// Apps on the node (cluster), checked when an app is created.
+    pub apps_max: usize,
+    /// Scripts (endpoints and modules) per app.
+    pub app_scripts_max: usize,
+    /// Rows of each of an app's tables: routes, schedules, triggers.
+    pub app_table_rows_max: usize,
+    /// Variables (env) per app.
+    pub app_env_max: usize,
     /// Audit log entries kept (node-wide; shared by a cluster on PostgreSQL); older ones are
     /// dropped.
     pub audit_entries_max: usize,
@@ -128,6 +136,10 @@ impl Default for Limits {
             log_queue_len_max: 8_192,
             event_depth_max: 4,
             audit_entries_max: 10_000,
+            apps_max: 1_000,
+            app_scripts_max: 1_000,
+            app_table_rows_max: 1_000,
+            app_env_max: 1_000,
             db_connect_timeout_ms: 5_000,
             db_keepalive_ms: 10_000,
             sync_retry_max_ms: 2_000,

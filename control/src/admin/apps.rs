@@ -9,7 +9,7 @@ use picloud_core::model::validate_app_name;
 use serde_json::Value;
 
 use super::wire::{app_json, json_response, no_content};
-use super::{Admin, AdminError, AdminResult};
+use super::{Admin, AdminError, AdminResult, bounds};
 
 impl Admin {
     /// The apps the token may see: all, or those of its scope.
@@ -40,6 +40,10 @@ impl Admin {
                 .map_err(|e| AdminError::invalid(format!("app body: {e}")))?
         };
         let config = config.normalize().map_err(AdminError::invalid)?;
+        if self.store.get_app(app)?.is_none() {
+            let have = self.store.list_apps()?.len();
+            bounds::count("apps", have, 1, self.limits.apps_max, "PICLOUD_APPS_MAX")?;
+        }
         let written = self.store.put_app(app, &config)?;
         Ok(json_response(
             if written.created { 201 } else { 200 },

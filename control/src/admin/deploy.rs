@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::scripts::import_error;
 use super::tables::{route_error, validate_env, validate_schedules, validate_triggers};
 use super::wire::json_response;
-use super::{Admin, AdminError, AdminResult};
+use super::{Admin, AdminError, AdminResult, bounds};
 
 impl Admin {
     /// `POST /v1/apps/APP/deploy`: scripts, routes and configuration as one change. Every
@@ -92,6 +92,15 @@ impl Admin {
         for (name, value) in &body.env {
             validate_env(name, value.as_bytes(), &self.limits)?;
         }
+        self.deploy_bounds(
+            app,
+            &body.scripts,
+            &body.routes,
+            &body.schedules,
+            &body.triggers,
+            &body.env,
+            body.prune,
+        )?;
         let bundle = Bundle {
             config,
             scripts,
@@ -151,5 +160,65 @@ impl Admin {
                 "env_changed": done.env_changed,
             }),
         ))
+    }
+
+    /// The bounds of `bounds.rs` for a whole bundle, on the state after it.
+    #[allow(clippy::too_many_arguments)]
+    fn deploy_bounds<S>(
+        &self,
+        app: &str,
+        scripts: &std::collections::BTreeMap<String, S>,
+        routes: &Option<Vec<Route>>,
+        schedules: &Option<Vec<Schedule>>,
+        triggers: &Option<Vec<Trigger>>,
+        env: &std::collections::BTreeMap<String, String>,
+        prune: bool,
+    ) -> Result<(), AdminError> {
+        let rows_max = self.limits.app_table_rows_max;
+        bounds::table_rows("routes", routes.as_ref().map_or(0, Vec::len), rows_max)?;
+        bounds::table_rows(
+            "schedules",
+            schedules.as_ref().map_or(0, Vec::len),
+            rows_max,
+        )?;
+        bounds::table_rows("triggers", triggers.as_ref().map_or(0, Vec::len), rows_max)?;
+        let exists = self.store.get_app(app)?.is_some();
+        if !exists {
+            let have = self.store.list_apps()?.len();
+            bounds::count("apps", have, 1, self.limits.apps_max, "PICLOUD_APPS_MAX")?;
+        }
+        let (have_scripts, have_env) = if exists {
+            let names: Vec<String> = self
+                .store
+                .list_scripts(app)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            (names, self.store.env_names(app)?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        // With `prune`, the scripts after the deploy are exactly the bundle's.
+        let kept = if prune { 0 } else { have_scripts.len() };
+        let new_scripts = scripts
+            .keys()
+            .filter(|n| prune || !have_scripts.contains(n))
+            .count();
+        bounds::count(
+            "scripts",
+            kept,
+            new_scripts,
+            self.limits.app_scripts_max,
+            "PICLOUD_APP_SCRIPTS_MAX",
+        )?;
+        let new_env = env.keys().filter(|n| !have_env.contains(n)).count();
+        bounds::count(
+            "variables",
+            have_env.len(),
+            new_env,
+            self.limits.app_env_max,
+            "PICLOUD_APP_ENV_MAX",
+        )?;
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `routes.rs` | the route table: method, path, call, access needed |
+//! | `bounds.rs` | how many apps, scripts, table rows and variables may be stored |
 //! | `auth.rs` | tokens: format, hashing, the bootstrap token, the revision-refreshed cache |
 //! | `error.rs`, `wire.rs` | the error shape; the JSON shapes of answers |
 //! | `apps.rs`, `scripts.rs`, `deploy.rs`, `tables.rs` | apps; scripts, versions and rollback; bundles; routes, schedules, triggers and env |
@@ -24,6 +25,7 @@
 mod apps;
 mod audit;
 mod auth;
+mod bounds;
 mod deploy;
 mod error;
 mod kv;

@@ -13,7 +13,7 @@ use picloud_worker::engine::{Analysis, CompileError, analyze};
 use serde_json::{Value, json};
 
 use super::wire::{json_response, no_content, query_param, script_json, version_json};
-use super::{Admin, AdminError, AdminResult};
+use super::{Admin, AdminError, AdminResult, bounds};
 
 impl Admin {
     pub(super) fn list_scripts(&self, app: &str) -> AdminResult {
@@ -77,7 +77,16 @@ impl Admin {
         // The store checks the import graph too (inside its transaction); checking here first
         // turns a bad import of this script into a 422 pointing at the import.
         if self.store.get_app(app)?.is_some() {
-            let mut state = app_state(&self.store.list_scripts(app)?, &self.store.get_routes(app)?);
+            let scripts = self.store.list_scripts(app)?;
+            let new = usize::from(!scripts.iter().any(|s| s.name == name));
+            bounds::count(
+                "scripts",
+                scripts.len(),
+                new,
+                self.limits.app_scripts_max,
+                "PICLOUD_APP_SCRIPTS_MAX",
+            )?;
+            let mut state = app_state(&scripts, &self.store.get_routes(app)?);
             state
                 .scripts
                 .insert(name.to_string(), (write.kind, write.imports.clone()));

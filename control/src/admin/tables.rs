@@ -10,7 +10,7 @@ use picloud_core::{ErrorCode, Limits, Route, RouteTable};
 use serde_json::{Value, json};
 
 use super::wire::{json_response, no_content, rfc3339};
-use super::{Admin, AdminError, AdminResult};
+use super::{Admin, AdminError, AdminResult, bounds};
 
 impl Admin {
     pub(super) fn get_routes(&self, app: &str) -> AdminResult {
@@ -21,6 +21,7 @@ impl Admin {
     pub(super) fn put_routes(&self, app: &str, body: &[u8]) -> AdminResult {
         let routes: Vec<Route> = serde_json::from_slice(body)
             .map_err(|e| AdminError::invalid(format!("routes body: {e}")))?;
+        bounds::table_rows("routes", routes.len(), self.limits.app_table_rows_max)?;
         RouteTable::compile(&routes).map_err(route_error)?;
         self.store.put_routes(app, &routes)?;
         Ok(json_response(200, &json!(routes)))
@@ -52,6 +53,7 @@ impl Admin {
     pub(super) fn put_schedules(&self, app: &str, body: &[u8]) -> AdminResult {
         let schedules: Vec<Schedule> = serde_json::from_slice(body)
             .map_err(|e| AdminError::invalid(format!("schedules body: {e}")))?;
+        bounds::table_rows("schedules", schedules.len(), self.limits.app_table_rows_max)?;
         validate_schedules(&schedules)?;
         self.store.put_schedules(app, &schedules)?;
         self.get_schedules(app)
@@ -60,6 +62,7 @@ impl Admin {
     pub(super) fn put_triggers(&self, app: &str, body: &[u8]) -> AdminResult {
         let triggers: Vec<Trigger> = serde_json::from_slice(body)
             .map_err(|e| AdminError::invalid(format!("triggers body: {e}")))?;
+        bounds::table_rows("triggers", triggers.len(), self.limits.app_table_rows_max)?;
         validate_triggers(&triggers)?;
         self.store.put_triggers(app, &triggers)?;
         Ok(json_response(200, &json!(triggers)))
@@ -68,6 +71,15 @@ impl Admin {
     pub(super) fn put_env(&self, app: &str, name: &str, body: &[u8]) -> AdminResult {
         let name = picloud_core::catalog::percent_decode(name);
         validate_env(&name, body, &self.limits)?;
+        let names = self.store.env_names(app)?;
+        let new = usize::from(!names.contains(&name));
+        bounds::count(
+            "variables",
+            names.len(),
+            new,
+            self.limits.app_env_max,
+            "PICLOUD_APP_ENV_MAX",
+        )?;
         let value = String::from_utf8_lossy(body);
         self.store.put_env(app, &name, &value)?;
         Ok(no_content())

@@ -796,6 +796,18 @@ fn idle_server_uses_no_cpu() {
     // One idle keep-alive connection, as Caddy would keep: only its idle timeout is armed.
     let (resp, _idle) = exchange(&server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(resp.status, 200);
+    // The client has its answer before the server's coroutine has listed the idle deadline
+    // and armed the reaper's timer; on a loaded machine that tail can fall inside the window
+    // (seen as one may wake-up). Measure only once the connection is parked on its read.
+    let settled_by = std::time::Instant::now() + Duration::from_secs(10);
+    while server.pending_deadlines() != (1, true) {
+        assert!(
+            std::time::Instant::now() < settled_by,
+            "the idle deadline was never listed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
     assert_idle_for(Duration::from_secs(1), "one idle keep-alive connection", 0);
 }
 

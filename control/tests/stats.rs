@@ -167,9 +167,6 @@ fn stats_count_known_traffic_per_app_and_node_wide() {
     }
 
     let body = stats(&n, "");
-    if std::env::var("STATS_PEEK").is_ok() {
-        eprintln!("{body}");
-    }
     // Node facts.
     let node = &body["node"];
     assert!(

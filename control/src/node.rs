@@ -113,6 +113,8 @@ pub struct Node {
 impl Node {
     /// Starts a node. Binds both addresses before answering, so a returned node is ready.
     pub fn start(settings: &Settings) -> anyhow::Result<Started> {
+        // The node's uptime (`/v1/stats`) counts from here.
+        let started = std::time::Instant::now();
         http::configure_runtime(settings.io_threads);
         let limits = &settings.limits;
         // The store, and the SDK's services on it: KV (PostgreSQL: its own small pool, at
@@ -215,6 +217,7 @@ impl Node {
         )
         .with_services(kv, logs)
         .with_node_name(settings.node_name.clone())
+        .with_start_time(started)
         .with_metrics(probes, sync.as_ref().map(SyncDaemon::stats));
         let control = std::thread::Builder::new()
             .name("picloud-control".into())

@@ -106,8 +106,8 @@ fn every_route_but_the_public_ones_needs_a_valid_token() {
 /// What the test expects of a role, written from the words (not from the route table):
 /// `read` only GETs its apps; `deploy` also changes their content but not the apps themselves;
 /// `admin` on a list of apps does everything to those apps; node-wide calls (tokens, audit,
-/// metrics) need apps `"*"` (metrics any role, tokens and audit `admin`); `GET /v1/apps` is open
-/// to every token (and lists only its apps).
+/// metrics) need apps `"*"` (metrics any role, tokens and audit `admin`); `GET /v1/apps` and
+/// `GET /v1/stats` are open to every token (and show only its apps).
 fn expected_allowed(
     role: &str,
     all_apps: bool,
@@ -115,7 +115,7 @@ fn expected_allowed(
     method: &str,
     pattern: &str,
 ) -> bool {
-    if pattern == "/v1/apps" {
+    if pattern == "/v1/apps" || pattern == "/v1/stats" {
         return true;
     }
     if pattern == "/metrics" {

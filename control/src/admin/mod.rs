@@ -1,5 +1,5 @@
 //! The admin API (`/v1/...` on the admin address): apps, scripts, routes, schedules, triggers,
-//! env, KV, logs, tokens, the audit log, health and metrics.
+//! env, KV, logs, tokens, the audit log, health, metrics and recent traffic (`/v1/stats`).
 //!
 //! Owns: answering an admin request: finding its route in the table (`routes.rs`),
 //! authenticating the bearer token into a [`TokenRecord`] (`auth.rs`), refusing a call the
@@ -17,6 +17,7 @@
 //! | `kv.rs`, `logs.rs` | an app's KV data; its invocation records |
 //! | `tokens.rs`, `audit.rs` | `/v1/tokens`; the audit log and `/v1/audit` |
 //! | `openapi.rs` | the OpenAPI document served at `/v1/openapi.json` |
+//! | `stats.rs` | `/v1/stats`: node facts and the last 15 minutes of traffic |
 //!
 //! Does not own: storage rules (the [`Store`] and [`AccessStore`]), the HTTP framing (the
 //! worker's front end, which hands requests to the control thread, see `node.rs`), or running
@@ -33,11 +34,13 @@ mod logs;
 mod openapi;
 mod routes;
 mod scripts;
+mod stats;
 mod tables;
 mod tokens;
 mod wire;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use picloud_core::access::{AccessStore, Right, Target, TokenRecord};
 use picloud_core::services::{KvLimits, KvStore, LogStore};
@@ -79,6 +82,8 @@ pub struct Admin {
     probes: Option<NodeProbes>,
     /// The sync daemon's counters (PostgreSQL only).
     sync: Option<Arc<SyncStats>>,
+    /// When the node started, for `uptime_s` in `/v1/stats`.
+    started: Instant,
 }
 
 impl Admin {
@@ -104,7 +109,14 @@ impl Admin {
             node_name: "picloud".into(),
             probes: None,
             sync: None,
+            started: Instant::now(),
         }
+    }
+
+    /// The same API counting the node's uptime from `started` (default: when `new` ran).
+    pub fn with_start_time(mut self, started: Instant) -> Admin {
+        self.started = started;
+        self
     }
 
     /// The same API with the node's data-plane gauges, per-app stats and sync counters in
@@ -230,6 +242,7 @@ impl Admin {
             Call::Health => Ok(self.health()),
             Call::OpenApi => Ok(openapi::response()),
             Call::Metrics => Ok(self.metrics()),
+            Call::Stats => self.stats(token, &req.query),
             Call::ListApps => self.list_apps(token),
             Call::GetApp => self.get_app(app),
             Call::PutApp => changed(self.put_app(app, &req.body)),

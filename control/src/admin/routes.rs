@@ -15,6 +15,7 @@ pub enum Call {
     Health,
     OpenApi,
     Metrics,
+    Stats,
     ListApps,
     GetApp,
     PutApp,
@@ -51,7 +52,8 @@ pub enum Call {
 pub enum Access {
     /// No token needed (health, the OpenAPI document).
     Public,
-    /// Any valid token; the answer is limited to the token's apps (`GET /v1/apps`).
+    /// Any valid token; the answer is limited to the token's apps (`GET /v1/apps`,
+    /// `GET /v1/stats`).
     AnyToken,
     /// A token holding this right on the app named by the path's `{app}`.
     App(Right),
@@ -96,6 +98,7 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/v1/health", Call::Health, Public),
     r("GET", "/v1/openapi.json", Call::OpenApi, Public),
     r("GET", "/metrics", Call::Metrics, Node(Read)),
+    r("GET", "/v1/stats", Call::Stats, AnyToken),
     r("GET", "/v1/apps", Call::ListApps, AnyToken),
     r("GET", "/v1/apps/{app}", Call::GetApp, App(Read)),
     r("PUT", "/v1/apps/{app}", Call::PutApp, App(Admin)),

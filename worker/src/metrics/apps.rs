@@ -3,10 +3,11 @@
 //! Owns: [`AppStats`] (one per app in the live catalog: responses by status class, a
 //! duration histogram, errors by public error code, limit hits by kind, all relaxed atomics)
 //! and [`AppRegistry`] (app name → its `AppStats`, so counters survive catalog swaps and an
-//! app deleted from the catalog loses its series), plus their Prometheus text. Does not own:
-//! when things are counted (the dispatcher and the engine pool call in), node-wide counters
-//! (`metrics/mod.rs`), or rates and quantiles over time (a dashboard derives those from
-//! successive [`AppStats::snapshot`]s).
+//! app deleted from the catalog loses its series), plus their Prometheus text. Each
+//! `AppStats` also holds the app's last 15 minutes ([`RecentTraffic`], `recent.rs`),
+//! allocated on the app's first request and dropped with the stats. Does not own: when things
+//! are counted (the dispatcher and the engine pool call in), node-wide counters
+//! (`metrics/mod.rs`), or the ring's layout and reading (`recent.rs`).
 //!
 //! Why an `Arc<AppStats>` attached to the catalog's app instead of a map looked up per request:
 //! the dispatcher already holds the resolved `CatalogApp`, so reaching its stats is a pointer
@@ -22,10 +23,12 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use once_cell::race::OnceBox;
 use parking_lot::Mutex;
 use picloud_core::{Catalog, CatalogApp, ErrorCode, LimitKind};
 
 use super::histogram::{Histogram, HistogramSnapshot};
+use super::recent::{self, RecentTraffic, Window};
 
 /// The error codes a routed request or a run can end with, in the order they are rendered.
 /// Codes answered before routing (framing, 404/405) are not per app.
@@ -67,6 +70,11 @@ pub struct AppStats {
     duration: Histogram,
     errors: [AtomicU64; APP_ERROR_CODES.len()],
     limits: [AtomicU64; LIMIT_KINDS.len()],
+    /// The last 15 minutes of public requests, built on the first one. `OnceBox` is a
+    /// compare-and-swap of a pointer: two threads racing on an app's first request both
+    /// allocate and the loser frees its copy, so no thread ever waits (a coroutine must not
+    /// block its OS thread).
+    recent: OnceBox<RecentTraffic>,
 }
 
 /// One app's counters at one moment.
@@ -89,7 +97,9 @@ impl AppStats {
         app.attached.get::<AppStats>()
     }
 
-    /// Counts one public response and its duration since `started`.
+    /// Counts one public response and its duration since `started`, in the totals and in the
+    /// last 15 minutes (an error there is a status ≥ 500; the duration is the same one the
+    /// histogram gets, read with one clock read that also gives the second).
     pub fn record_request(&self, status: u16, started: std::time::Instant) {
         if let Some(c) = (status / 100)
             .checked_sub(1)
@@ -97,7 +107,30 @@ impl AppStats {
         {
             c.fetch_add(1, Relaxed);
         }
-        self.duration.observe_since(started);
+        let ended = std::time::Instant::now();
+        let us =
+            u64::try_from(ended.saturating_duration_since(started).as_micros()).unwrap_or(u64::MAX);
+        self.duration.observe_us(us);
+        self.recent
+            .get_or_init(|| Box::new(RecentTraffic::new()))
+            .record(recent::unix_s_at(ended), status >= 500, us);
+    }
+
+    /// Adds this app's window ending at epoch second `now_s` into `into`; `false` (nothing
+    /// added) if the app has had no request since it got these stats.
+    pub fn add_recent(&self, now_s: u64, into: &mut Window) -> bool {
+        match self.recent.get() {
+            Some(r) => {
+                r.add_to(now_s, into);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the app's ring has been allocated (it has had a public request).
+    pub fn has_recent(&self) -> bool {
+        self.recent.get().is_some()
     }
 
     /// Counts one error answer (codes outside [`APP_ERROR_CODES`] are not per app).
@@ -163,6 +196,16 @@ impl AppRegistry {
     /// A snapshot of one app's counters, if it is in the live catalog.
     pub fn snapshot(&self, app: &str) -> Option<AppSnapshot> {
         self.apps.lock().get(app).map(|s| s.snapshot())
+    }
+
+    /// The live catalog's apps and their stats, by name. The lock is held only to clone the
+    /// list: reading the rings happens after it is released.
+    pub fn apps(&self) -> Vec<(String, Arc<AppStats>)> {
+        self.apps
+            .lock()
+            .iter()
+            .map(|(name, s)| (name.clone(), s.clone()))
+            .collect()
     }
 
     /// Appends every per-app metric family (each family's series grouped under its HELP and
@@ -241,4 +284,27 @@ pub(crate) fn escape_label(v: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_is_allocated_on_the_first_request_and_counts_5xx_as_errors() {
+        let stats = AppStats::default();
+        assert!(!stats.has_recent(), "an app without traffic has no ring");
+        let mut w = Window::new();
+        assert!(!stats.add_recent(recent::now_s(), &mut w));
+        let started = std::time::Instant::now();
+        for status in [200, 404, 500, 503] {
+            stats.record_request(status, started);
+        }
+        assert!(stats.has_recent());
+        assert!(stats.add_recent(recent::now_s(), &mut w));
+        assert_eq!((w.total_requests(), w.total_errors()), (4, 2));
+        // The ring and the Prometheus histogram saw the same requests.
+        assert_eq!(stats.snapshot().duration.count, 4);
+        assert_eq!(w.merged_latency().iter().sum::<u64>(), 4);
+    }
 }

@@ -4,7 +4,8 @@
 //! `overloaded`, requests no app answers, KV operations and their durations), [`HttpStats`]
 //! (one front end's open connections and timeouts by kind), [`NodeProbes`] (what the admin
 //! reads at render time: the pool's busy engines and queue depth, the public front end's
-//! stats, the per-app registry), and the per-app statistics ([`apps`]). Does not own: the
+//! stats, the per-app registry), the per-app statistics ([`apps`]) and their last 15 minutes
+//! ([`recent`], read by `GET /v1/stats`). Does not own: the
 //! control plane's series (catalog revision, AST compiles, log records, sync), which the
 //! admin renders next to these, or any timer: every counter is bumped where its event
 //! happens, with relaxed atomics (no lock, no allocation), and gauges are read when
@@ -16,6 +17,7 @@
 
 pub mod apps;
 pub mod histogram;
+pub mod recent;
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use picloud_core::ErrorCode;
 
 pub use apps::{AppRegistry, AppSnapshot, AppStats};
 pub use histogram::{Histogram, HistogramSnapshot};
+pub use recent::{RecentTraffic, Window};
 
 use crate::engine::Submitter;
 

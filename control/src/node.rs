@@ -6,7 +6,8 @@
 //! store writes and catalog swaps), the admin front end's hand-off to it, the shutdown order
 //! and process signals. Every thread started here is joined by [`Node::shutdown`].
 //!
-//! Does not own: what the admin API does (`admin.rs`), serving scripts (picloud-worker).
+//! Does not own: what the admin API does (`admin/`), the dashboard's files (`dashboard/`, which
+//! the admin front end asks first), serving scripts (picloud-worker).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -41,8 +42,10 @@ enum ControlMsg {
     Stop,
 }
 
-/// The admin API's front-end handler: forwards each request to the control thread and parks
-/// the coroutine until the answer comes back, so blocking store calls never run on a coroutine.
+/// The admin API's front-end handler: answers the dashboard's static files itself (on the
+/// connection's coroutine: they need no store, so they never wait behind admin writes), and
+/// forwards every other request to the control thread, parking the coroutine until the answer
+/// comes back, so blocking store calls never run on a coroutine.
 struct AdminFrontend {
     tx: Sender<ControlMsg>,
 }
@@ -56,6 +59,9 @@ impl Handler for AdminFrontend {
     }
 
     fn handle(&self, conn: &mut Self::Conn, req: Request) -> Response {
+        if let Some(resp) = crate::dashboard::serve(&req) {
+            return resp;
+        }
         let unavailable = |why: &str| {
             Response::new(
                 503,

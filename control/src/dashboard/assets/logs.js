@@ -32,7 +32,7 @@ export async function render(root, [app]) {
     onclick: () => showDetails(r),
     onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); showDetails(r); } },
   },
-  h('td', fmtTime(r.ts)), h('td', String(r.status)), h('td', r.script), h('td', r.trigger),
+  h('td.nowrap', { title: fmtTime(r.ts) }, r.ts ? new Date(r.ts).toLocaleTimeString() : '-'), h('td', String(r.status)), h('td', r.script), h('td', r.trigger),
   h('td', fmtDuration(r.duration_us)), h('td', r.error || ''),
   h('td.msg-cell', r.lines.length ? r.lines[r.lines.length - 1].message : ''));
   const redraw = () => {

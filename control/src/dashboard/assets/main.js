@@ -146,7 +146,9 @@ export async function route() {
 
 window.addEventListener('hashchange', route);
 window.addEventListener('picloud-unauthorized', () => {
-  // A token revoked while the page is open: back to sign-in, with a reason.
+  // A token revoked while the page is open: back to sign-in, with a reason. (While signing
+  // in there is no session yet: the sign-in form reports the 401 itself.)
+  if (!current()) return;
   signOut();
   renderNav();
   signInPage();

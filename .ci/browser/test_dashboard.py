@@ -207,6 +207,8 @@ class Flows:
 
     def overview(self):
         # A full navigation, timed: navigation start → the overview drawn (not asserted).
+        # (From about:blank: a URL differing only in its #fragment would not load a new page.)
+        self.d.get("about:blank")
         self.d.get(self.base + "#/")
         self.present("[data-test=revision]")
         self.wait(lambda: self.d.execute_script(
@@ -416,6 +418,98 @@ class Flows:
         assert "403" in self.css(".msg.error").text
         self.not_pwned("the read-only pages")
 
+    def overview_with_stats(self):
+        # Until this node has GET /v1/stats (built elsewhere), the page's stats view is driven
+        # by a canned answer of the documented shape, injected into the page by the test
+        # (DevTools: a fetch wrapper installed before the page's own scripts). A node that
+        # does serve /v1/stats is used as is.
+        if self.node.api("GET", "/v1/stats")[0] == 200:
+            self.d.get(self.base + "#/")
+            self.present("svg.chart path")
+            self.shot("overview-stats")
+            return
+        n = 900
+        requests = [(i % 60) // 6 + (3 if i > 700 else 0) for i in range(n)]
+        errors = [1 if i % 97 == 0 else 0 for i in range(n)]
+        p50 = [None if i < 5 else 2 + (i % 7) * 0.3 for i in range(90)]
+        p99 = [None if i < 5 else 9 + (i % 11) for i in range(90)]
+        stats = {
+            "node": {"name": "pi", "revision": 7, "store": "embedded", "sdk_version": "1.0",
+                     "uptime_s": 93784, "engines": 4, "engines_busy": 1, "queue_depth": 0},
+            "window_s": 900, "now": "2026-12-04T12:00:00Z",
+            "total": {"requests": sum(requests), "errors": sum(errors), "rps": 5.4,
+                      "error_rate": 0.0021, "p50_ms": 2.4, "p99_ms": 17.0},
+            "series": {"start": "2026-12-04T11:45:00Z", "step_s": 1, "requests": requests, "errors": errors,
+                       "latency_step_s": 10, "p50_ms": p50, "p99_ms": p99},
+            "apps": [
+                {"app": "demo", "requests": 3100, "errors": 9, "rps": 3.4, "error_rate": 0.0029, "p50_ms": 2.1, "p99_ms": 15.0},
+                {"app": "shop", "requests": 1800, "errors": 0, "rps": 2.0, "error_rate": 0.0, "p50_ms": 3.2, "p99_ms": 19.0},
+                {"app": IMG_BARE.replace(" ", ""), "requests": 5, "errors": 1, "rps": 0.01, "error_rate": 0.2, "p50_ms": None, "p99_ms": None},
+            ],
+        }
+        wrapper = (
+            "(() => { const real = window.fetch; const canned = %s;"
+            " window.fetch = (url, opts) => String(url).startsWith('/v1/stats')"
+            " ? Promise.resolve(new Response(JSON.stringify(canned), {status: 200, headers: {'content-type': 'application/json'}}))"
+            " : real(url, opts); })();" % json.dumps(stats)
+        )
+        injected = self.d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": wrapper})
+        try:
+            self.d.get("about:blank")
+            self.d.get(self.base + "#/")
+            self.present("svg.chart path")
+            assert "26h 3m 4s" in self.css("[data-test=uptime]").text or "1d 2h 3m 4s" in self.css("[data-test=uptime]").text
+            assert self.css("[data-test=engines]").text == "1 / 4"
+            assert len(self.all("svg.chart")) == 2
+            rows = lambda: [r.text.split()[0] for r in self.all("[data-test=stats-apps] tbody tr")]
+            assert rows()[:2] == ["demo", "shop"], rows()
+            # Sort by p99, descending first.
+            [b for b in self.all(".sort") if b.text.startswith("p99")][0].click()
+            self.wait(lambda: rows()[0] == "shop", what="sorted by p99")
+            [b for b in self.all(".sort") if b.text.startswith("App")][0].click()
+            self.wait(lambda: rows()[0].startswith("<img"), what="sorted by name")
+            self.not_pwned("the overview's app table")
+            self.shot("overview-stats")
+        finally:
+            self.d.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": injected["identifier"]})
+
+    def admin_pages(self):
+        # Settings, schedules, triggers, tokens and audit with the admin token.
+        self.d.get("about:blank")
+        self.d.get(self.base)
+        self.present("[data-test=role]")
+        self.go("#/apps/demo", "[data-test=hosts]").send_keys("demo.example.com")
+        self.css("[data-test=debug]").click()
+        self.css("[data-test=save-settings]").click()
+        self.wait(lambda: "Saved." in self.text(), what="settings saved")
+        app = self.node.api("GET", "/v1/apps/demo")[1]
+        assert app["hosts"] == ["demo.example.com"] and app["debug"] is True, app
+        self.go("#/apps/demo/schedules", "[data-test=add-row]").click()
+        row = self.all("[data-test=schedules] tbody tr")[-1]
+        for el, text in zip(row.find_elements(By.CSS_SELECTOR, "input"), ["tick", "0 * * * *", "hello"]):
+            el.send_keys(text)
+        self.css("[data-test=save-table]").click()
+        self.wait(lambda: "Saved 1 row" in self.text(), what="schedule saved")
+        self.d.refresh()
+        self.wait(lambda: len(self.all("[data-test=schedules] tbody tr")) == 1, what="schedule listed")
+        assert "-" != self.all("[data-test=schedules] tbody tr td")[-1].text  # next run shown
+        self.go("#/apps/demo/triggers", "[data-test=add-row]").click()
+        row = self.all("[data-test=triggers] tbody tr")[-1]
+        for el, text in zip(row.find_elements(By.CSS_SELECTOR, "input"), ["ping", "hello"]):
+            el.send_keys(text)
+        self.css("[data-test=save-table]").click()
+        self.wait(lambda: "Saved 1 row" in self.text(), what="trigger saved")
+        self.go("#/tokens", "[data-test=tokens]")
+        self.css("[data-test=token-name]").send_keys("ci-deployer")
+        Select(self.css("[data-test=token-role]")).select_by_value("deploy")
+        self.css("[data-test=token-create]").click()
+        secret = self.present("[data-test=token-secret]")
+        assert secret.get_attribute("value").startswith("pc_")
+        self.go("#/audit", "[data-test=audit]")
+        assert "/v1/apps/demo/routes" in self.css("[data-test=audit]").text
+        self.not_pwned("the admin pages")
+        self.shot("audit")
+
     def narrow_and_xss_sweep(self):
         # Every page that shows the plants, once more, at 360 px wide, then a fresh load.
         self.d.set_window_size(360, 800)
@@ -432,6 +526,7 @@ class Flows:
         self.go("#/apps/demo/kv", "[data-test=kv]")
         self.not_pwned("the 360px sweep")
         self.d.set_window_size(1280, 900)
+        self.d.get("about:blank")
         self.d.get(self.base + "#/apps/demo/scripts/hello")
         self.present("[data-test=source]")
         self.not_pwned("a fresh load of the script page")
@@ -441,6 +536,9 @@ def main():
     binary = sys.argv[1]
     out = os.environ.get("BROWSER_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
     os.makedirs(out, exist_ok=True)
+    for old in os.listdir(out):
+        if old.endswith(".png"):
+            os.remove(os.path.join(out, old))
     node = Node(binary)
     profile = tempfile.mkdtemp(prefix="picloud-chromium-")
     driver = None
@@ -448,8 +546,8 @@ def main():
         driver = browser(profile)
         f = Flows(node, driver, out)
         for name in ["sign_in", "overview", "create_app", "script_error_then_fix", "route_and_call",
-                     "live_tail", "diff_and_rollback", "env_and_kv", "deploy_folder", "read_token",
-                     "narrow_and_xss_sweep"]:
+                     "live_tail", "diff_and_rollback", "env_and_kv", "deploy_folder", "overview_with_stats",
+                     "admin_pages", "read_token", "narrow_and_xss_sweep"]:
             f.run(name, getattr(f, name))
         passed = sum(1 for _, ok in f.results if ok)
         failed = len(f.results) - passed

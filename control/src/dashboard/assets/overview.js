@@ -2,7 +2,7 @@
 // uptime, engines, queue, rate, errors, latency charts (inline SVG drawn here) and a sortable
 // per-app table. Refreshes every 5 s while the tab is visible.
 
-import { api, ApiError } from './api.js';
+import { api, ApiError, current } from './api.js';
 import { clear, h, table } from './dom.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -111,6 +111,7 @@ export async function render(root) {
       tile('Revision', String(health.revision), 'revision'),
       tile('Store', health.store, 'store'),
       tile('SDK version', health.sdk_version || '-', 'sdk'),
+      tile('Your apps', h('a', { href: '#/apps' }, String((current()?.apps || []).length)), 'apps'),
       stats && tile('Uptime', uptime(stats.node.uptime_s), 'uptime'),
       stats && tile('Engines busy', `${stats.node.engines_busy} / ${stats.node.engines}`, 'engines'),
       stats && tile('Queue depth', String(stats.node.queue_depth), 'queue'),

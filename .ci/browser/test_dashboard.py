@@ -509,6 +509,20 @@ class Flows:
         assert "/v1/apps/demo/routes" in self.css("[data-test=audit]").text
         self.not_pwned("the admin pages")
         self.shot("audit")
+        # Deleting an imported module shows the 409's reason; deleting the app needs a confirm.
+        self.go("#/apps/shop/scripts/prices", "[data-test=delete-script]").click()
+        self.confirm()
+        self.wait(lambda: "imported by price" in self.css("[data-test=editor-msg]").text, what="the 409 reason")
+        assert "conflict" in self.css("[data-test=editor-msg]").text
+        self.go("#/apps", "[data-test=apps]")
+        links = [a.text for a in self.all("[data-test=app-link]")]
+        self.all("[data-test=delete-app]")[links.index("shop")].click()
+        self.present("dialog[open] [data-test=confirm-cancel]").click()
+        assert self.node.api("GET", "/v1/apps/shop")[0] == 200
+        self.all("[data-test=delete-app]")[links.index("shop")].click()
+        self.confirm()
+        self.wait(lambda: [a.text for a in self.all("[data-test=app-link]")] == ["demo"], what="shop deleted")
+        assert self.node.api("GET", "/v1/apps/shop")[0] == 404
 
     def narrow_and_xss_sweep(self):
         # Every page that shows the plants, once more, at 360 px wide, then a fresh load.

@@ -381,3 +381,35 @@ impl ShutdownSignals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Request {
+        Request {
+            method: "GET".into(),
+            path: path.into(),
+            query: String::new(),
+            version_minor: 1,
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: None,
+        }
+    }
+
+    /// The dashboard's files never reach the control thread: with no control thread at all
+    /// (its channel closed), they are still served, while an admin call is refused.
+    #[test]
+    fn dashboard_files_are_answered_without_the_control_thread() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        drop(rx);
+        let frontend = AdminFrontend { tx };
+        let mut conn = frontend.new_conn();
+        for path in ["/", "/assets/main.js", "/assets/app.css"] {
+            let resp = frontend.handle(&mut conn, get(path));
+            assert_eq!(resp.status, 200, "{path}");
+        }
+        assert_eq!(frontend.handle(&mut conn, get("/v1/health")).status, 503);
+    }
+}

@@ -1,6 +1,7 @@
 //! The dashboard as a node serves it: on the admin address only (the public port answers 404
 //! for its paths), with the security headers, ETag revalidation (304), no token needed for the
-//! files, within its size budget; and the admin routes written for it: `POST …/check` (a save's
+//! files, within its size budget (that the files bypass the control thread is a unit test in
+//! `node.rs`); and the admin routes written for it: `POST …/check` (a save's
 //! checks, storing nothing, read right, not audited) and `GET …/versions/V` (one version's
 //! source).
 //!
@@ -76,37 +77,6 @@ fn public_port_never_serves_the_dashboard() {
         assert!(r.header("content-security-policy").is_none());
         assert!(!r.text().contains("PiCloud dashboard"));
     }
-}
-
-#[test]
-fn dashboard_answers_while_the_control_thread_is_busy() {
-    // A request that parks on the control thread must not delay the files: they are answered
-    // on the connection's coroutine. Here the control thread is kept busy by a stream of
-    // deploys from another thread while the page is fetched.
-    let node = TestNode::start();
-    let admin = node.admin;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = stop.clone();
-    let writer = std::thread::spawn(move || {
-        let mut i = 0;
-        while !s.load(std::sync::atomic::Ordering::Relaxed) {
-            i += 1;
-            let body = format!(r#"{{"scripts":{{"s":{{"source":"{i}"}}}}}}"#);
-            request(
-                admin,
-                "POST",
-                "/v1/apps/busy/deploy",
-                &[("authorization", &format!("Bearer {}", support::TOKEN))],
-                body.as_bytes(),
-            );
-        }
-    });
-    for _ in 0..20 {
-        let r = request(node.admin, "GET", "/assets/main.js", &[], b"");
-        assert_eq!(r.status, 200);
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().expect("writer thread");
 }
 
 #[test]

@@ -544,6 +544,14 @@ class Flows:
         self.d.get(self.base + "#/apps/demo/scripts/hello")
         self.present("[data-test=source]")
         self.not_pwned("a fresh load of the script page")
+        # Dark colours follow prefers-color-scheme.
+        self.d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        bg = self.d.execute_script("return getComputedStyle(document.documentElement).backgroundColor")
+        assert bg == "rgb(21, 24, 23)", bg
+        self.shot("editor-dark")
+        self.d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        # A malformed or unknown route is a message, not a blank page.
+        self.go("#/nowhere/%zz", ".msg.error")
 
 
 def main():

@@ -122,8 +122,9 @@ export async function route() {
   }
   if (seq !== renderSeq) return;
   renderNav();
-  const path = decodeURI((location.hash || '#/').slice(1)).replace(/\?.*$/, '');
   const rawPath = (location.hash || '#/').slice(1).replace(/\?.*$/, '');
+  let path = rawPath;
+  try { path = decodeURI(rawPath); } catch { /* a malformed %XX: shown as typed */ }
   for (const [re, render, tab] of ROUTES) {
     const m = re.exec(rawPath);
     if (!m) continue;

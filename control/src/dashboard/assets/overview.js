@@ -95,7 +95,12 @@ function appTable(apps, sort) {
 export async function render(root) {
   const sort = { key: 'requests', desc: true };
   const box = h('div');
-  root.append(h('h1', 'Overview'), box);
+  // One app's traffic (`/v1/stats?app=NAME`) or the whole node's.
+  const only = h('select', { 'data-test': 'stats-app', 'aria-label': 'Traffic of' },
+    h('option', { value: '' }, 'all apps'),
+    (current()?.apps || []).map((a) => h('option', { value: a }, a)));
+  only.addEventListener('change', () => draw().catch(() => {}));
+  root.append(h('div.row', h('h1', 'Overview'), only), box);
   let timer = null;
   let first = true;
   const draw = async () => {
@@ -103,7 +108,7 @@ export async function render(root) {
     let stats = null;
     let statsError = null;
     try {
-      stats = await api('GET', '/v1/stats');
+      stats = await api('GET', '/v1/stats' + (only.value ? '?app=' + encodeURIComponent(only.value) : ''));
     } catch (e) {
       if (!(e instanceof ApiError) || e.status !== 404) statsError = e;
     }
@@ -129,6 +134,7 @@ export async function render(root) {
     } else if (statsError) {
       parts.push(h('div.msg.error', 'Stats: ' + statsError.describe()));
     } else {
+      only.hidden = true;
       parts.push(h('p.muted', { 'data-test': 'no-stats' }, 'stats not available on this node'));
     }
     clear(box).append(...parts);

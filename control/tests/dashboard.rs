@@ -133,6 +133,10 @@ fn check_compiles_without_storing_and_reports_errors_like_a_save() {
         module.status, 422,
         "a module's top level holds no statements: {module:?}"
     );
+    // No such app: checked as a new script of an empty app.
+    let nowhere = node.admin("POST", "/v1/apps/nowhere/check?name=x", "1 + 1");
+    assert_eq!(nowhere.status, 200, "{nowhere:?}");
+    assert_eq!(node.admin("GET", "/v1/apps/nowhere", "").status, 404);
     let bad_kind = node.admin("POST", "/v1/apps/demo/check?kind=nope", "1");
     assert_eq!(bad_kind.status, 400);
     let not_utf8 = request(

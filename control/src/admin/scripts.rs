@@ -133,16 +133,18 @@ impl Admin {
             validate_script_name(n).map_err(AdminError::invalid)?;
         }
         let source = self.source_of(body)?;
+        // A check needs no app: a missing one is checked as a new, empty app would be.
+        let app_exists = self.store.get_app(app)?.is_some();
         let kind = match query_param(query, "kind") {
             Some(k) => ScriptKind::parse(&k)
                 .ok_or_else(|| AdminError::invalid("kind must be endpoint or module"))?,
             // Like a save: without `kind`, an existing script keeps its kind.
             None => match &name {
-                Some(n) => self
+                Some(n) if app_exists => self
                     .store
                     .get_script(app, n)?
                     .map_or(ScriptKind::Endpoint, |s| s.info.kind),
-                None => ScriptKind::Endpoint,
+                _ => ScriptKind::Endpoint,
             },
         };
         if kind == ScriptKind::Module
@@ -157,7 +159,7 @@ impl Admin {
         let analysis = analyze(&ast, kind).map_err(|e| compile_error(&e))?;
         // Imports are checked against the app as it is, as the save of `name` would be; an
         // unnamed source is checked as a new script of that app.
-        if self.store.get_app(app)?.is_some() {
+        if app_exists {
             let me = name.as_deref().unwrap_or("\u{0}check");
             let mut state = app_state(&self.store.list_scripts(app)?, &self.store.get_routes(app)?);
             state

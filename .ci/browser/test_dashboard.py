@@ -418,6 +418,45 @@ class Flows:
         assert "403" in self.css(".msg.error").text
         self.not_pwned("the read-only pages")
 
+    def toml_subset(self):
+        # The page's picloud.toml reader (toml.js) on the README's example and on the errors the
+        # CLI's reader gives (control/src/cli/deploy.rs: serde with deny_unknown_fields).
+        cases = [
+            ('app = "todo"                 # required\nhosts = ["todo.example.com"] # optional\n'
+             'debug = false\nmodules = ["store"]\nprune = false\n[limits]\ntimeout_ms = 2000\n'
+             '[[routes]]\nmethod = "GET"\npath = "/items"\nscript = "list"\n',
+             {"app": "todo", "hosts": ["todo.example.com"], "debug": False, "modules": ["store"], "prune": False,
+              "limits": {"timeout_ms": 2000},
+              "routes": [{"method": "GET", "path": "/items", "script": "list"}]}),
+            ("app = 'lit\\eral'\nmodules = [\n  \"a\",  # one\n  'b',\n]\n",
+             {"app": "lit\\eral", "modules": ["a", "b"], "prune": False}),
+            ('app = "x\\u00e9\\n"\n[[routes]]\nmethod = "*"\npath = "/a"\nscript = "s"\n'
+             '[[routes]]\nmethod = "GET"\npath = "/b"\nscript = "t"\n',
+             {"app": "x\u00e9\n", "modules": [], "prune": False,
+              "routes": [{"method": "*", "path": "/a", "script": "s"}, {"method": "GET", "path": "/b", "script": "t"}]}),
+            ('app = "a"\napps = 1\n', "picloud.toml:2: unknown key apps"),
+            ('hosts = []\n', "missing key app"),
+            ('app = "a"\ndebug = "yes"\n', "picloud.toml:2: debug: expected a boolean"),
+            ('app = "a"\n[[routes]]\nmethod = "GET"\n', "missing path"),
+            ('app = "a"\n[[routes]]\nmethod = "GET"\nverb = 1\n', "picloud.toml:4: unknown key verb"),
+            ('app = "a"\n[server]\n', "picloud.toml:2: unknown table [server]"),
+            ('app = "a" b\n', "unexpected text"),
+            ('app = "a\n', "newline in a string"),
+        ]
+        got = self.d.execute_async_script(
+            "const [cases, done] = [arguments[0], arguments[arguments.length - 1]];"
+            "import('/assets/toml.js').then((m) => done(cases.map(([src]) => {"
+            "  try { return m.parseManifest(src); } catch (e) { return 'ERR ' + e.message; } })))"
+            ".catch((e) => done('import failed: ' + e));",
+            cases,
+        )
+        assert isinstance(got, list), got
+        for (src, want), out in zip(cases, got):
+            if isinstance(want, str):
+                assert isinstance(out, str) and out.startswith("ERR ") and want in out, (src, out)
+            else:
+                assert out == want, (src, out)
+
     def overview_with_stats(self):
         # Until this node has GET /v1/stats (built elsewhere), the page's stats view is driven
         # by a canned answer of the documented shape, injected into the page by the test
@@ -568,7 +607,7 @@ def main():
         driver = browser(profile)
         f = Flows(node, driver, out)
         for name in ["sign_in", "overview", "create_app", "script_error_then_fix", "route_and_call",
-                     "live_tail", "diff_and_rollback", "env_and_kv", "deploy_folder", "overview_with_stats",
+                     "live_tail", "diff_and_rollback", "env_and_kv", "deploy_folder", "toml_subset", "overview_with_stats",
                      "admin_pages", "read_token", "narrow_and_xss_sweep"]:
             f.run(name, getattr(f, name))
         passed = sum(1 for _, ok in f.results if ok)

@@ -296,6 +296,16 @@ class Flows:
         assert IMG in lines.text and SCRIPT in lines.text, lines.text
         self.not_pwned("the logs page")
         self.shot("logs")
+        # Search by request id.
+        rid = self.css("[data-test=details] dd code").text
+        assert len(rid) == 16, rid
+        self.css("[data-test=f-request]").send_keys(rid)
+        self.wait(lambda: len(self.all("[data-test=log-row]")) == 1, what="one invocation with that id")
+        self.css("[data-test=find-request]").click()
+        self.wait(lambda: rid in self.css("[data-test=details]").text, what="its details")
+        self.css("[data-test=f-request]").clear()
+        self.css("[data-test=f-request]").send_keys("x")  # clear() fires no input event
+        self.css("[data-test=f-request]").send_keys("\b")
         # Filters: 5xx shows none of these 200s.
         Select(self.css("[data-test=f-status]")).select_by_value("5xx")
         assert not self.all("[data-test=log-row]")

@@ -112,6 +112,8 @@ def browser(profile_dir):
         "--disable-dev-shm-usage", "--window-size=1280,900", "--user-data-dir=" + profile_dir,
     ]:
         opts.add_argument(flag)
+    # The console is read at the end: a CSP violation or an uncaught error fails the run.
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
     return webdriver.Chrome(service=service, options=opts)
 
@@ -603,6 +605,17 @@ class Flows:
         self.go("#/nowhere/%zz", ".msg.error")
 
 
+def console_clean(flows):
+    """No CSP violation and no uncaught error in the console over the whole run (failed API
+    calls, which the pages show, are logged by Chromium as failed loads and are expected)."""
+    bad = [
+        e["message"] for e in flows.d.get_log("browser")
+        if "Content Security Policy" in e["message"] or "Uncaught" in e["message"]
+        or ("SEVERE" == e["level"] and "Failed to load resource" not in e["message"])
+    ]
+    assert not bad, bad
+
+
 def main():
     binary = sys.argv[1]
     out = os.environ.get("BROWSER_OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -620,6 +633,7 @@ def main():
                      "live_tail", "diff_and_rollback", "env_and_kv", "deploy_folder", "toml_subset", "overview_with_stats",
                      "admin_pages", "read_token", "narrow_and_xss_sweep"]:
             f.run(name, getattr(f, name))
+        f.run("console_clean", lambda: console_clean(f))
         passed = sum(1 for _, ok in f.results if ok)
         failed = len(f.results) - passed
         print(f"browser: timings {json.dumps(f.timings)} (navigation start to the overview drawn; not asserted)")

@@ -8,7 +8,7 @@ export async function renderList(root) {
   const msg = messageBox();
   root.append(h('h1', 'Apps'));
   if (can('admin')) {
-    const name = h('input', { name: 'app', required: true, pattern: '[a-z0-9][a-z0-9-]{0,62}', placeholder: 'my-app', 'data-test': 'new-app', autocomplete: 'off' });
+    const name = h('input', { name: 'app', required: true, pattern: '[a-z0-9][a-z0-9\\-]{0,62}', placeholder: 'my-app', 'data-test': 'new-app', autocomplete: 'off' });
     const btn = h('button', { type: 'submit', 'data-test': 'create-app' }, 'Create app');
     root.append(h('form.inline', {
       onsubmit: async (e) => {

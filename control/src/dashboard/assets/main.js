@@ -2,7 +2,7 @@
 // Each page module exports `render(root, params)`, which may return a cleanup function the
 // router calls when the user leaves the page (the log tail stops polling that way).
 
-import { api, ApiError, can, current, signIn, signOut, token, whoami } from './api.js';
+import { ApiError, current, signIn, signOut, token, whoami } from './api.js';
 import { clear, field, h, messageBox } from './dom.js';
 import * as overview from './overview.js';
 import * as apps from './apps.js';
@@ -156,5 +156,4 @@ window.addEventListener('picloud-unauthorized', () => {
   const box = document.querySelector('.signin .msg');
   if (box) box.show('The node refused the token (401): it was revoked or is wrong. Sign in again.');
 });
-export { can };
 route();

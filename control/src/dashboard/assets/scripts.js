@@ -15,7 +15,7 @@ export async function renderList(root, [app]) {
   for (const s of scripts) for (const m of s.imports) (importers[m] ||= []).push(s.name);
   root.append(h('h1', 'Scripts'));
   if (can('deploy')) {
-    const name = h('input', { required: true, pattern: '[a-z0-9_][a-z0-9_-]{0,62}', placeholder: 'hello', 'data-test': 'new-script', autocomplete: 'off' });
+    const name = h('input', { required: true, pattern: '[a-z0-9_][a-z0-9_\\-]{0,62}', placeholder: 'hello', 'data-test': 'new-script', autocomplete: 'off' });
     const kind = h('select', { 'data-test': 'new-kind' }, h('option', { value: 'endpoint' }, 'endpoint'), h('option', { value: 'module' }, 'module'));
     root.append(h('form.inline', {
       onsubmit: (e) => {

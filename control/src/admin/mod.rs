@@ -372,7 +372,7 @@ impl Admin {
             "# HELP picloud_catalog_revision Store revision of the live catalog.\n\
              # TYPE picloud_catalog_revision gauge\n\
              picloud_catalog_revision {}\n\
-             # HELP picloud_ast_compiles_total Script compilations (saves and cache misses).\n\
+             # HELP picloud_ast_compiles_total Script compilations (saves, checks and cache misses).\n\
              # TYPE picloud_ast_compiles_total counter\n\
              picloud_ast_compiles_total {}\n{}",
             revision,

@@ -6,7 +6,7 @@
 //! publishing
 //! ([`publish`]), the
 //! PostgreSQL sync daemon ([`sync`]), cron schedules ([`scheduler`]), assembling a node
-//! ([`node`]),
+//! ([`node`]), the web console served on the admin address ([`dashboard`]),
 //! the command line and the admin-API client behind every client command ([`cli`]), and
 //! invocation records: the writer thread between the engines and the store ([`invocations`]).
 //! Does not own: the data plane (picloud-worker) or the vocabulary (picloud-core). It never runs
@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod invocations;
 pub mod node;
 pub mod publish;

@@ -6,7 +6,8 @@
 //! store writes and catalog swaps), the admin front end's hand-off to it, the shutdown order
 //! and process signals. Every thread started here is joined by [`Node::shutdown`].
 //!
-//! Does not own: what the admin API does (`admin.rs`), serving scripts (picloud-worker).
+//! Does not own: what the admin API does (`admin/`), the dashboard's files (`dashboard/`, which
+//! the admin front end asks first), serving scripts (picloud-worker).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -41,8 +42,10 @@ enum ControlMsg {
     Stop,
 }
 
-/// The admin API's front-end handler: forwards each request to the control thread and parks
-/// the coroutine until the answer comes back, so blocking store calls never run on a coroutine.
+/// The admin API's front-end handler: answers the dashboard's static files itself (on the
+/// connection's coroutine: they need no store, so they never wait behind admin writes), and
+/// forwards every other request to the control thread, parking the coroutine until the answer
+/// comes back, so blocking store calls never run on a coroutine.
 struct AdminFrontend {
     tx: Sender<ControlMsg>,
 }
@@ -62,6 +65,9 @@ impl Handler for AdminFrontend {
     }
 
     fn handle(&self, conn: &mut Self::Conn, req: Request) -> Response {
+        if let Some(resp) = crate::dashboard::serve(&req) {
+            return resp;
+        }
         let unavailable = |why: &str| {
             Response::new(
                 503,
@@ -382,5 +388,37 @@ impl ShutdownSignals {
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str) -> Request {
+        Request {
+            method: "GET".into(),
+            path: path.into(),
+            query: String::new(),
+            version_minor: 1,
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: None,
+        }
+    }
+
+    /// The dashboard's files never reach the control thread: with no control thread at all
+    /// (its channel closed), they are still served, while an admin call is refused.
+    #[test]
+    fn dashboard_files_are_answered_without_the_control_thread() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        drop(rx);
+        let frontend = AdminFrontend { tx };
+        let mut conn = frontend.new_conn();
+        for path in ["/", "/assets/main.js", "/assets/app.css"] {
+            let resp = frontend.handle(&mut conn, get(path));
+            assert_eq!(resp.status, 200, "{path}");
+        }
+        assert_eq!(frontend.handle(&mut conn, get("/v1/health")).status, 503);
     }
 }

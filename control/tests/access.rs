@@ -22,6 +22,7 @@ fn concrete(pattern: &str, app: &str) -> String {
         .replace("{app}", app)
         .replace("{name}", "hello")
         .replace("{key}", "k")
+        .replace("{version}", "1")
 }
 
 fn with_token(
@@ -128,7 +129,8 @@ fn expected_allowed(
         return false;
     }
     match role {
-        "read" => method == "GET",
+        // The check route is a POST that only reads (it stores nothing).
+        "read" => method == "GET" || pattern == "/v1/apps/{app}/check",
         "deploy" => method == "GET" || pattern != "/v1/apps/{app}",
         _ => true,
     }

@@ -251,7 +251,9 @@ impl Admin {
             Call::GetScript => self.get_script(app, name),
             Call::PutScript => changed(self.put_script(app, name, &req.query, &req.body)),
             Call::DeleteScript => changed(self.delete_script(app, name)),
+            Call::CheckScript => self.check_script(app, &req.query, &req.body),
             Call::ScriptVersions => self.script_versions(app, name),
+            Call::ScriptVersion => self.script_version(app, name, m.param("version")),
             Call::Rollback => changed(self.rollback(app, name, &req.body)),
             Call::GetRoutes => self.get_routes(app),
             Call::PutRoutes => changed(self.put_routes(app, &req.body)),
@@ -385,7 +387,7 @@ impl Admin {
             "# HELP picloud_catalog_revision Store revision of the live catalog.\n\
              # TYPE picloud_catalog_revision gauge\n\
              picloud_catalog_revision {}\n\
-             # HELP picloud_ast_compiles_total Script compilations (saves and cache misses).\n\
+             # HELP picloud_ast_compiles_total Script compilations (saves, checks and cache misses).\n\
              # TYPE picloud_ast_compiles_total counter\n\
              picloud_ast_compiles_total {}\n{}",
             revision,

@@ -24,7 +24,9 @@ pub enum Call {
     GetScript,
     PutScript,
     DeleteScript,
+    CheckScript,
     ScriptVersions,
+    ScriptVersion,
     Rollback,
     GetRoutes,
     PutRoutes,
@@ -75,9 +77,10 @@ pub struct RouteSpec {
 }
 
 impl RouteSpec {
-    /// Whether the call may change something (and is therefore audited).
+    /// Whether the call may change something (and is therefore audited). The check route is
+    /// a POST that stores nothing: not a write.
     pub fn writes(&self) -> bool {
-        self.method != "GET"
+        self.method != "GET" && self.call != Call::CheckScript
     }
 }
 
@@ -134,11 +137,18 @@ pub const ROUTES: &[RouteSpec] = &[
         App(Read),
     ),
     r(
+        "GET",
+        "/v1/apps/{app}/scripts/{name}/versions/{version}",
+        Call::ScriptVersion,
+        App(Read),
+    ),
+    r(
         "POST",
         "/v1/apps/{app}/scripts/{name}/rollback",
         Call::Rollback,
         App(Deploy),
     ),
+    r("POST", "/v1/apps/{app}/check", Call::CheckScript, App(Read)),
     r("GET", "/v1/apps/{app}/routes", Call::GetRoutes, App(Read)),
     r("PUT", "/v1/apps/{app}/routes", Call::PutRoutes, App(Deploy)),
     r("POST", "/v1/apps/{app}/deploy", Call::Deploy, App(Deploy)),

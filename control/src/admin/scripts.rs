@@ -1,8 +1,10 @@
-//! Scripts: list, read, save (`?kind=endpoint|module`), delete, history and rollback.
+//! Scripts: list, read, save (`?kind=endpoint|module`), check without saving (`POST …/check`),
+//! delete, history (with each kept version's source) and rollback.
 //!
 //! Owns: compiling a source under the production engine settings before anything is stored
 //! (422 `compile_error` at line and column), save-time module analysis (imports, module shape)
-//! and import errors at the import's line. Does not own: storage rules (the store checks the
+//! and import errors at the import's line; the check route runs the same steps and stores
+//! nothing. Does not own: storage rules (the store checks the
 //! integrity rules again inside its transaction) or who may call (`routes.rs`).
 
 use picloud_core::model::{validate_module_name, validate_script_name};
@@ -118,17 +120,7 @@ impl Admin {
         body: &[u8],
     ) -> AdminResult {
         validate_script_name(name).map_err(AdminError::invalid)?;
-        if body.len() > self.limits.source_bytes_max {
-            return Err(AdminError::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "script source is over {} bytes",
-                    self.limits.source_bytes_max
-                ),
-            ));
-        }
-        let source = std::str::from_utf8(body)
-            .map_err(|_| AdminError::invalid("script source must be UTF-8"))?;
+        let source = self.source_of(body)?;
         let kind = match query_param(query, "kind") {
             Some(k) => ScriptKind::parse(&k)
                 .ok_or_else(|| AdminError::invalid("kind must be endpoint or module"))?,
@@ -139,6 +131,77 @@ impl Admin {
             },
         };
         self.save_script(app, name, kind, source)
+    }
+
+    /// `POST /v1/apps/APP/check?kind=K&name=N`: the checks of a save of the body as script N
+    /// (compile, module shape, module name, imports against the app's other scripts), storing
+    /// nothing. Compiled outside the AST cache: a check must not evict the ASTs being served.
+    pub(super) fn check_script(&self, app: &str, query: &str, body: &[u8]) -> AdminResult {
+        let name = query_param(query, "name").filter(|n| !n.is_empty());
+        if let Some(n) = &name {
+            validate_script_name(n).map_err(AdminError::invalid)?;
+        }
+        let source = self.source_of(body)?;
+        // A check needs no app: a missing one is checked as a new, empty app would be.
+        let app_exists = self.store.get_app(app)?.is_some();
+        let kind = match query_param(query, "kind") {
+            Some(k) => ScriptKind::parse(&k)
+                .ok_or_else(|| AdminError::invalid("kind must be endpoint or module"))?,
+            // Like a save: without `kind`, an existing script keeps its kind.
+            None => match &name {
+                Some(n) if app_exists => self
+                    .store
+                    .get_script(app, n)?
+                    .map_or(ScriptKind::Endpoint, |s| s.info.kind),
+                _ => ScriptKind::Endpoint,
+            },
+        };
+        if kind == ScriptKind::Module
+            && let Some(n) = &name
+        {
+            validate_module_name(n).map_err(AdminError::invalid)?;
+        }
+        let ast = self
+            .ast_cache
+            .compile(source)
+            .map_err(|e| compile_error(&e))?;
+        let analysis = analyze(&ast, kind).map_err(|e| compile_error(&e))?;
+        // Imports are checked against the app as it is, as the save of `name` would be; an
+        // unnamed source is checked as a new script of that app.
+        if app_exists {
+            let me = name.as_deref().unwrap_or("\u{0}check");
+            let mut state = app_state(&self.store.list_scripts(app)?, &self.store.get_routes(app)?);
+            state
+                .scripts
+                .insert(me.to_string(), (kind, analysis.imports.clone()));
+            if let Err(v) = rules::check(&state)
+                && let Some(mut e) = import_error(&v, &[(me, &analysis)])
+            {
+                // An unnamed source has no script name to report.
+                if name.is_none() {
+                    e.extra.retain(|(k, _)| *k != "script");
+                }
+                return Err(e);
+            }
+        }
+        Ok(json_response(
+            200,
+            &json!({"ok": true, "kind": kind.as_str(), "imports": analysis.imports}),
+        ))
+    }
+
+    /// A script body as UTF-8 text within the source size limit.
+    fn source_of<'b>(&self, body: &'b [u8]) -> Result<&'b str, AdminError> {
+        if body.len() > self.limits.source_bytes_max {
+            return Err(AdminError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "script source is over {} bytes",
+                    self.limits.source_bytes_max
+                ),
+            ));
+        }
+        std::str::from_utf8(body).map_err(|_| AdminError::invalid("script source must be UTF-8"))
     }
 
     pub(super) fn delete_script(&self, app: &str, name: &str) -> AdminResult {
@@ -166,6 +229,28 @@ impl Admin {
             .map(version_json)
             .collect();
         Ok(json_response(200, &Value::Array(versions)))
+    }
+
+    /// `GET …/scripts/NAME/versions/V`: one kept version with its source (what the dashboard
+    /// diffs). 404 if V is not, or no longer, in the history.
+    pub(super) fn script_version(&self, app: &str, name: &str, version: &str) -> AdminResult {
+        let v: u64 = version.parse().map_err(|_| {
+            AdminError::invalid(format!("version must be an integer, not {version:?}"))
+        })?;
+        let gone = || AdminError::not_found(format!("no version {v} of {name:?} in app {app:?}"));
+        let info = self
+            .store
+            .script_versions(app, name)?
+            .into_iter()
+            .find(|i| i.version == v)
+            .ok_or_else(gone)?;
+        let source = self
+            .store
+            .script_version_source(app, name, v)?
+            .ok_or_else(gone)?;
+        let mut body = version_json(&info);
+        body["source"] = Value::from(source);
+        Ok(json_response(200, &body))
     }
 
     pub(super) fn rollback(&self, app: &str, name: &str, body: &[u8]) -> AdminResult {

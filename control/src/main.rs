@@ -2,8 +2,8 @@
 //!
 //! Owns: parsing the command line (clap, `cli/mod.rs`), logging setup, running `serve` and
 //! `migrate` (signal handling for `serve`: SIGTERM/SIGINT → drain → exit 0) and handing every
-//! other command to `cli::run`. Everything else lives in the `picloud_control` library so
-//! tests can drive it in-process.
+//! other command to `cli::run` (`picloud dev` handles its own signals in `cli/dev.rs`).
+//! Everything else lives in the `picloud_control` library so tests can drive it in-process.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,9 +13,6 @@ use picloud_control::cli::{self, Cli, Command, output};
 use picloud_control::{config, node, store};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,may=warn"))
-        .format_timestamp_millis()
-        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -25,6 +22,15 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    // `picloud dev` shares the terminal with its own output: the node's info lines (catalog
+    // swaps on every save) would bury it.
+    let default_filter = match cli.command {
+        Command::Dev { .. } => "warn",
+        _ => "info,may=warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+        .format_timestamp_millis()
+        .init();
     match cli.command {
         Command::Serve(args) if args.wants_help() => {
             output::print(&serve_help());

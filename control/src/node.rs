@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use picloud_core::access::AccessStore;
-use picloud_core::services::{KvStore, LogStore};
+use picloud_core::services::{InvocationRecord, InvocationSink, KvStore, LogStore};
 use picloud_core::{ErrorCode, Limits, Store};
 use picloud_worker::dispatch::{Dispatcher, Live};
 use picloud_worker::engine::sdk::Services;
@@ -94,6 +94,25 @@ impl Handler for AdminFrontend {
     }
 }
 
+/// Hands records to the log writer and to a tap (`Node::start_with_tap`).
+struct Tee {
+    first: Arc<dyn InvocationSink>,
+    tap: Arc<dyn InvocationSink>,
+}
+
+impl InvocationSink for Tee {
+    fn record(&self, record: InvocationRecord) {
+        self.tap.record(record.clone());
+        self.first.record(record);
+    }
+
+    fn record_batch(&self, records: Vec<InvocationRecord>) {
+        // One clone per batch: only `picloud dev` has a tap.
+        self.tap.record_batch(records.clone());
+        self.first.record_batch(records);
+    }
+}
+
 /// A started node and, on first start, the admin token generated for it.
 pub struct Started {
     /// The running node.
@@ -119,6 +138,17 @@ pub struct Node {
 impl Node {
     /// Starts a node. Binds both addresses before answering, so a returned node is ready.
     pub fn start(settings: &Settings) -> anyhow::Result<Started> {
+        Self::start_with_tap(settings, None)
+    }
+
+    /// [`Node::start`], with `tap` also handed every invocation record the engines produce
+    /// (after the log writer's sink, whether or not invocation logs are kept). `picloud dev`
+    /// prints its app's invocations from there, in-process, with no polling of the store. The
+    /// tap is called on engine threads and must not block, like any [`InvocationSink`].
+    pub fn start_with_tap(
+        settings: &Settings,
+        tap: Option<Arc<dyn InvocationSink>>,
+    ) -> anyhow::Result<Started> {
         // The node's uptime (`/v1/stats`) counts from here.
         let started = std::time::Instant::now();
         http::configure_runtime(settings.io_threads);
@@ -163,6 +193,12 @@ impl Node {
             (Some(w), Some(sink))
         } else {
             (None, None)
+        };
+        let sink = match (sink, tap) {
+            (Some(first), Some(tap)) => {
+                Some(Arc::new(Tee { first, tap }) as Arc<dyn InvocationSink>)
+            }
+            (sink, tap) => sink.or(tap),
         };
         let pool = Pool::start_with(
             PoolConfig {

@@ -56,6 +56,7 @@ use crate::sync::SyncStats;
 pub use auth::{ensure_bootstrap_token, generate_token, hash_token};
 pub use error::{AdminError, AdminResult};
 pub use logs::LIMIT_MAX as LOGS_LIMIT_MAX;
+pub use logs::record_json as log_record_json;
 pub use openapi::openapi_document;
 pub use routes::{Access, Call, ROUTES, RouteSpec};
 

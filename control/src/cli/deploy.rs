@@ -8,6 +8,9 @@
 //! nothing when anything fails), nor what a deploy means (the admin API, `admin.rs`). Locally it
 //! checks only what is cheap and certain: the manifest's shape, file names, and that every listed
 //! module has a file.
+//!
+//! A folder's `.env` (development values for `picloud dev`) is never read or sent here:
+//! production values are set with `picloud env set`, never from a file in the app folder.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -129,6 +132,10 @@ pub struct DeployBody {
     pub routes: Option<Vec<Route>>,
     /// Delete the app's other scripts.
     pub prune: bool,
+    /// Environment variables to set. `picloud deploy` never fills it (a folder's `.env` is
+    /// for development only and is not read here); `picloud dev` sends `DIR/.env` in it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// The `app` object of a deploy.
@@ -238,6 +245,7 @@ pub fn load(dir: &Path, prune: bool) -> Result<Bundle, DeployError> {
             scripts,
             routes: manifest.routes,
             prune: prune || manifest.prune,
+            env: BTreeMap::new(),
         },
     })
 }
@@ -520,6 +528,7 @@ script = "create"
                 ("create.rhai", "201"),
                 ("README.md", "not a script"),
                 ("list.rhai~", "an editor backup"),
+                (".env", "SECRET=development value, for picloud dev only\n"),
             ],
         );
         std::fs::create_dir(dir.path().join("nested.rhai")).expect("a folder named like a script");

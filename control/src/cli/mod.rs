@@ -17,12 +17,14 @@ pub mod audit;
 pub mod check;
 pub mod client;
 pub mod deploy;
+pub mod dev;
 pub mod env;
 pub mod kv;
 pub mod logs;
 pub mod output;
 pub mod scripts;
 pub mod tokens;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -162,6 +164,22 @@ pub enum Command {
         prune: bool,
         #[command(flatten)]
         opts: ClientOpts,
+    },
+    /// Develop an app: a throw-away node in this process, DIR deployed and redeployed on every
+    /// save, its invocations printed; Ctrl-C stops
+    Dev {
+        /// The app folder (picloud.toml, *.rhai, and .env for development values)
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Public HTTP address (port 0: any free port)
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Admin API and dashboard address (port 0: any free port)
+        #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
+        admin_listen: std::net::SocketAddr,
+        /// Keep the node's store in this folder (default: a temporary folder removed on exit)
+        #[arg(long, value_name = "PATH")]
+        data_dir: Option<PathBuf>,
     },
     /// Print an app's latest invocations and their log lines
     Logs {
@@ -449,6 +467,17 @@ pub fn run(command: Command) -> Option<ExitCode> {
         Command::Serve(_) | Command::Migrate(_) => return None,
         Command::Check { files } => check::run(&files),
         Command::Deploy { dir, prune, opts } => deploy::run(&dir, prune, &opts),
+        Command::Dev {
+            dir,
+            listen,
+            admin_listen,
+            data_dir,
+        } => dev::run(&dev::DevOptions {
+            dir,
+            listen,
+            admin_listen,
+            data_dir,
+        }),
         Command::Logs {
             app,
             follow,
@@ -626,6 +655,24 @@ mod tests {
     }
 
     #[test]
+    fn dev_defaults_to_this_folder_and_the_usual_ports() {
+        let Command::Dev {
+            dir,
+            listen,
+            admin_listen,
+            data_dir,
+        } = parse(&["dev"]).expect("parses").command
+        else {
+            panic!("not dev");
+        };
+        assert_eq!(dir, PathBuf::from("."));
+        assert_eq!(
+            (listen.to_string(), admin_listen.to_string(), data_dir),
+            ("127.0.0.1:8080".into(), "127.0.0.1:8081".into(), None)
+        );
+    }
+
+    #[test]
     fn usage_errors_are_clap_errors() {
         for bad in [
             &["app", "create"][..],
@@ -636,6 +683,7 @@ mod tests {
             &["logs", "todo", "--limit", "1001"][..],
             &["completions", "tcsh"][..],
             &["check"][..],
+            &["dev", "--listen", "localhost"][..],
         ] {
             let e = parse(bad).expect_err(&format!("{bad:?}"));
             assert_eq!(e.exit_code(), 2, "{bad:?}");

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use picloud_core::model::{validate_app_name, validate_script_name};
+use picloud_core::services::{Schedule, Trigger};
 use picloud_core::{Route, ScriptKind};
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +113,12 @@ pub struct Manifest {
     pub limits: Option<serde_json::Map<String, serde_json::Value>>,
     /// The whole route table; absent leaves the node's table as it is.
     pub routes: Option<Vec<Route>>,
+    /// The whole cron schedule table (`[[schedules]]` name, cron, script); absent leaves the
+    /// node's table as it is.
+    pub schedules: Option<Vec<Schedule>>,
+    /// The whole event trigger table (`[[triggers]]` event, script); absent leaves the node's
+    /// table as it is.
+    pub triggers: Option<Vec<Trigger>>,
 }
 
 /// Parses the text of a `picloud.toml`.
@@ -130,6 +137,12 @@ pub struct DeployBody {
     /// The route table, sent only when the manifest has `[[routes]]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<Route>>,
+    /// The schedule table, sent only when the manifest has `[[schedules]]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<Vec<Schedule>>,
+    /// The trigger table, sent only when the manifest has `[[triggers]]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<Vec<Trigger>>,
     /// Delete the app's other scripts.
     pub prune: bool,
     /// Environment variables to set. `picloud deploy` never fills it (a folder's `.env` is
@@ -172,10 +185,15 @@ pub struct Bundle {
     pub body: DeployBody,
 }
 
+/// The manifest's path in `dir`, for messages about the manifest itself.
+pub fn manifest_path(dir: &Path) -> PathBuf {
+    dir.join("picloud.toml")
+}
+
 /// Reads `dir/picloud.toml` and every `dir/*.rhai` (not recursively). `prune` is the
 /// `--prune` flag, which forces pruning on.
 pub fn load(dir: &Path, prune: bool) -> Result<Bundle, DeployError> {
-    let manifest_path = dir.join("picloud.toml");
+    let manifest_path = manifest_path(dir);
     let manifest =
         parse_manifest(&read_text(&manifest_path)?).map_err(|source| DeployError::Manifest {
             path: manifest_path.clone(),
@@ -244,6 +262,8 @@ pub fn load(dir: &Path, prune: bool) -> Result<Bundle, DeployError> {
             app,
             scripts,
             routes: manifest.routes,
+            schedules: manifest.schedules,
+            triggers: manifest.triggers,
             prune: prune || manifest.prune,
             env: BTreeMap::new(),
         },
@@ -272,6 +292,12 @@ pub struct Answer {
     /// Whether the route table changed.
     #[serde(default)]
     pub routes_changed: bool,
+    /// Whether the schedule table changed.
+    #[serde(default)]
+    pub schedules_changed: bool,
+    /// Whether the trigger table changed.
+    #[serde(default)]
+    pub triggers_changed: bool,
 }
 
 /// Script names by what the deploy did to them.
@@ -319,6 +345,14 @@ pub fn summary(bundle: &Bundle, answer: &Answer) -> Vec<String> {
             Some(routes) => lines.push(format!("routes   replaced ({} routes)", routes.len())),
             None => lines.push("routes   changed".into()),
         }
+    }
+    if answer.schedules_changed {
+        let n = bundle.body.schedules.as_ref().map_or(0, Vec::len);
+        lines.push(format!("schedules replaced ({n} schedules)"));
+    }
+    if answer.triggers_changed {
+        let n = bundle.body.triggers.as_ref().map_or(0, Vec::len);
+        lines.push(format!("triggers replaced ({n} triggers)"));
     }
     lines.push(format!(
         "deployed {} at revision {}",

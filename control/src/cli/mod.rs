@@ -21,6 +21,7 @@ pub mod dev;
 pub mod env;
 pub mod kv;
 pub mod logs;
+pub mod new;
 pub mod output;
 pub mod scripts;
 pub mod tokens;
@@ -149,11 +150,31 @@ pub enum Command {
     /// Apply pending PostgreSQL migrations (PICLOUD_DATABASE_URL; serve does it too)
     #[command(disable_help_flag = true)]
     Migrate(NodeArgs),
-    /// Compile scripts locally under the production engine settings
+    /// Check scripts, or a whole app folder as a deploy would, locally (no node)
     Check {
-        /// The scripts
-        #[arg(required = true, value_name = "FILE.rhai")]
+        /// Scripts to compile, or app folders (picloud.toml + *.rhai) to check as a deploy would
+        #[arg(required = true, value_name = "FILE.rhai|DIR")]
         files: Vec<String>,
+    },
+    /// Write a new app folder from a built-in template (picloud new --list shows them)
+    New {
+        /// The folder to create (or an empty one); its name is the app's unless --app is given
+        #[arg(required_unless_present = "list")]
+        dir: Option<PathBuf>,
+        /// The template
+        #[arg(
+            long,
+            short = 't',
+            value_name = "NAME",
+            required_unless_present = "list"
+        )]
+        template: Option<String>,
+        /// The app's name [default: DIR's last component]
+        #[arg(long, value_name = "NAME")]
+        app: Option<String>,
+        /// List the templates, one line each
+        #[arg(long, conflicts_with_all = ["dir", "template", "app"])]
+        list: bool,
     },
     /// Push an app folder (picloud.toml + *.rhai) to a node in one atomic call
     Deploy {
@@ -466,6 +487,12 @@ pub fn run(command: Command) -> Option<ExitCode> {
     Some(match command {
         Command::Serve(_) | Command::Migrate(_) => return None,
         Command::Check { files } => check::run(&files),
+        Command::New {
+            dir,
+            template,
+            app,
+            list,
+        } => new::run(dir.as_deref(), template.as_deref(), app.as_deref(), list),
         Command::Deploy { dir, prune, opts } => deploy::run(&dir, prune, &opts),
         Command::Dev {
             dir,
@@ -684,6 +711,8 @@ mod tests {
             &["completions", "tcsh"][..],
             &["check"][..],
             &["dev", "--listen", "localhost"][..],
+            &["new", "x"][..],
+            &["new", "--list", "x"][..],
         ] {
             let e = parse(bad).expect_err(&format!("{bad:?}"));
             assert_eq!(e.exit_code(), 2, "{bad:?}");

@@ -282,6 +282,15 @@ fn hex_sha256(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// Whether `a` and `b` are the same bytes, in time that depends only on their lengths: a
+/// script comparing a signature it computed with one a client sent must not leak, through
+/// how fast a mismatch is answered, how many leading characters were right. Lengths are public
+/// anyway (a hex digest's length is fixed), so different lengths answer `false` at once.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// Registers the SDK on `engine`.
 pub fn register(engine: &mut Engine) {
     let mut kv = Module::new();
@@ -332,6 +341,8 @@ pub fn register(engine: &mut Engine) {
             Ok(hex::encode(mac.finalize().into_bytes()))
         },
     );
+    FuncRegistration::new("constant_time_eq")
+        .set_into_module(&mut crypto, |a: &str, b: &str| constant_time_eq(a, b));
     engine.register_static_module("crypto", crypto.into());
 
     let mut b64 = Module::new();
@@ -366,4 +377,33 @@ pub fn register(engine: &mut Engine) {
 
     engine.register_fn("uuid", || uuid::Uuid::new_v4().to_string());
     engine.register_fn("sdk_version", || ImmutableString::from(SDK_VERSION));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_bytes() {
+        assert!(constant_time_eq("", ""));
+        assert!(constant_time_eq("sha256=ab12", "sha256=ab12"));
+        assert!(!constant_time_eq("sha256=ab12", "sha256=ab13"));
+        assert!(!constant_time_eq("sha256=ab12", "sha256=ab1"));
+        assert!(!constant_time_eq("a", ""));
+        assert!(constant_time_eq("héllo", "héllo"));
+    }
+
+    #[test]
+    fn constant_time_eq_is_in_the_crypto_namespace() {
+        let mut engine = Engine::new();
+        register(&mut engine);
+        let eval = |script: &str| engine.eval::<bool>(script).expect(script);
+        assert!(eval(r#"crypto::constant_time_eq("abc", "abc")"#));
+        assert!(!eval(r#"crypto::constant_time_eq("abc", "abd")"#));
+        // With the HMAC helper, as a webhook script uses it.
+        assert!(eval(
+            r#"let sig = "sha256=" + crypto::hmac_sha256_hex("key", "body");
+               crypto::constant_time_eq(sig, "sha256=" + crypto::hmac_sha256_hex("key", "body"))"#
+        ));
+    }
 }

@@ -161,14 +161,15 @@ impl Node {
             Arc<dyn KvStore>,
             Arc<dyn LogStore>,
             Arc<dyn AccessStore>,
+            Option<Arc<EmbeddedStore>>,
         );
-        let (store, pg, kv, logs, access): Stores = match &settings.database_url {
+        let (store, pg, kv, logs, access, embedded): Stores = match &settings.database_url {
             Some(url) => {
                 // Connecting applies pending migrations (under an advisory lock).
                 let pg =
                     Arc::new(PgStore::connect(url, limits).context("connecting to PostgreSQL")?);
                 let kv = Arc::new(PgKv::new(&pg, settings.workers.max(1), limits));
-                (pg.clone(), Some(pg.clone()), kv, pg.clone(), pg)
+                (pg.clone(), Some(pg.clone()), kv, pg.clone(), pg, None)
             }
             None => {
                 let embedded = Arc::new(
@@ -180,7 +181,10 @@ impl Node {
                     None,
                     embedded.clone(),
                     embedded.clone(),
-                    embedded,
+                    embedded.clone(),
+                    // `POST /v1/backup` copies it from inside this process (redb's lock
+                    // keeps any other process out of the file).
+                    Some(embedded),
                 )
             }
         };
@@ -261,6 +265,10 @@ impl Node {
         .with_node_name(settings.node_name.clone())
         .with_start_time(started)
         .with_metrics(probes, sync.as_ref().map(SyncDaemon::stats));
+        let admin = match embedded {
+            Some(e) => admin.with_backup(e),
+            None => admin,
+        };
         let control = std::thread::Builder::new()
             .name("picloud-control".into())
             .spawn(move || control_loop(&admin, &control_rx))

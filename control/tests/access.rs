@@ -122,7 +122,10 @@ fn expected_allowed(
     if pattern == "/metrics" {
         return all_apps;
     }
-    if pattern.starts_with("/v1/tokens") || pattern.starts_with("/v1/audit") {
+    if pattern.starts_with("/v1/tokens")
+        || pattern.starts_with("/v1/audit")
+        || pattern == "/v1/backup"
+    {
         return all_apps && role == "admin";
     }
     if !in_scope {

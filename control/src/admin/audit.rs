@@ -3,7 +3,7 @@
 //!
 //! Owns: what an entry says about a call (`details`: the script and its new version, the number
 //! of routes, the variable's or key's name, the token's name and role, ... never a secret value,
-//! a KV value or a token), the revision it left, and the query's bounds ([`LIMIT_DEFAULT`],
+//! a KV value or a token; a backup's size and revision, never its bytes), the revision it left, and the query's bounds ([`LIMIT_DEFAULT`],
 //! [`LIMIT_MAX`]). Does not own: storage and the bound on entries kept
 //! (`AccessStore::append_audit` with `Limits::audit_entries_max`).
 //!
@@ -12,7 +12,7 @@
 //! error and does not change the answer.
 
 use picloud_core::access::{AuditEntry, TokenRecord};
-use picloud_worker::http::Request;
+use picloud_worker::http::{Request, Response};
 use serde_json::{Value, json};
 
 use super::routes::{Call, Matched};
@@ -95,6 +95,22 @@ fn details(m: &Matched<'_>, req: &Request, answer: Option<&Value>) -> Value {
     }
 }
 
+/// What a backup's audit entry says: its size and the revision it holds, from the answer's
+/// length and headers (the body itself is the database).
+fn backup_details(resp: &Response) -> Value {
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    json!({
+        "bytes": resp.body.len(),
+        "revision": header("x-picloud-revision"),
+        "schema_version": header("x-picloud-schema-version"),
+    })
+}
+
 impl Admin {
     /// Records one authenticated write and its outcome.
     pub(super) fn audit(
@@ -104,7 +120,10 @@ impl Admin {
         req: &Request,
         result: &AdminResult,
     ) {
+        let backup = m.spec.call == Call::Backup;
         let (status, code, answer) = match result {
+            // A backup's answer is the database: never parsed, never recorded.
+            Ok(resp) if backup => (resp.status, None, Some(backup_details(resp))),
             Ok(resp) => (
                 resp.status,
                 None,
@@ -112,7 +131,8 @@ impl Admin {
             ),
             Err(e) => (e.status, Some(e.code.as_str().to_string()), None),
         };
-        let catalog_write = !matches!(m.spec.call, Call::KvPut | Call::KvDelete);
+        // A backup changes nothing; its snapshot's revision is in `details`.
+        let catalog_write = !matches!(m.spec.call, Call::KvPut | Call::KvDelete | Call::Backup);
         let app = m.param("app");
         let entry = AuditEntry {
             id: 0,
@@ -122,7 +142,11 @@ impl Admin {
             method: req.method.clone(),
             path: req.path.clone(),
             app: (!app.is_empty()).then(|| picloud_core::catalog::percent_decode(app)),
-            details: details(m, req, answer.as_ref()),
+            details: if backup {
+                answer.unwrap_or_else(|| json!({}))
+            } else {
+                details(m, req, answer.as_ref())
+            },
             revision: (result.is_ok() && catalog_write).then(|| self.publisher.revision()),
             status,
             code,

@@ -16,6 +16,7 @@
 //! | `apps.rs`, `scripts.rs`, `deploy.rs`, `tables.rs` | apps; scripts, versions and rollback; bundles; routes, schedules, triggers and env |
 //! | `kv.rs`, `logs.rs` | an app's KV data; its invocation records |
 //! | `tokens.rs`, `audit.rs` | `/v1/tokens`; the audit log and `/v1/audit` |
+//! | `backup.rs` | `POST /v1/backup`: a consistent copy of the embedded store |
 //! | `openapi.rs` | the OpenAPI document served at `/v1/openapi.json` |
 //! | `stats.rs` | `/v1/stats`: node facts and the last 15 minutes of traffic |
 //!
@@ -26,6 +27,7 @@
 mod apps;
 mod audit;
 mod auth;
+mod backup;
 mod bounds;
 mod deploy;
 mod error;
@@ -51,9 +53,11 @@ use picloud_worker::metrics::NodeProbes;
 use serde_json::{Value, json};
 
 use crate::publish::Publisher;
+use crate::store::EmbeddedStore;
 use crate::sync::SyncStats;
 
 pub use auth::{ensure_bootstrap_token, generate_token, hash_token};
+pub use backup::BACKUP_BYTES_MAX;
 pub use error::{AdminError, AdminResult};
 pub use logs::LIMIT_MAX as LOGS_LIMIT_MAX;
 pub use logs::record_json as log_record_json;
@@ -85,6 +89,8 @@ pub struct Admin {
     sync: Option<Arc<SyncStats>>,
     /// When the node started, for `uptime_s` in `/v1/stats`.
     started: Instant,
+    /// The embedded store, for `POST /v1/backup`; `None` (PostgreSQL) answers 409.
+    backup: Option<Arc<EmbeddedStore>>,
 }
 
 impl Admin {
@@ -111,7 +117,14 @@ impl Admin {
             probes: None,
             sync: None,
             started: Instant::now(),
+            backup: None,
         }
+    }
+
+    /// The same API answering `POST /v1/backup` with copies of `store`.
+    pub fn with_backup(mut self, store: Arc<EmbeddedStore>) -> Admin {
+        self.backup = Some(store);
+        self
     }
 
     /// The same API counting the node's uptime from `started` (default: when `new` ran).
@@ -303,6 +316,7 @@ impl Admin {
             Call::CreateToken => changed(self.create_token(&req.body)),
             Call::DeleteToken => changed(self.delete_token(name)),
             Call::Audit => self.audit_log(&req.query),
+            Call::Backup => self.backup(),
         }
     }
 

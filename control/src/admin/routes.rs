@@ -47,6 +47,7 @@ pub enum Call {
     CreateToken,
     DeleteToken,
     Audit,
+    Backup,
 }
 
 /// Who may make a call.
@@ -208,6 +209,7 @@ pub const ROUTES: &[RouteSpec] = &[
         Node(Admin),
     ),
     r("GET", "/v1/audit", Call::Audit, Node(Admin)),
+    r("POST", "/v1/backup", Call::Backup, Node(Admin)),
 ];
 
 /// A matched route and its path parameters (raw, still percent-encoded).

@@ -336,6 +336,33 @@ impl Client {
         Ok((answer.status, value))
     }
 
+    /// `method` on `path` with no body; a 2xx answer's body is copied to `out` as it arrives
+    /// (never held whole in memory) and its length returned with the answer's headers. Any
+    /// other status is [`CliError::Refused`] with the node's error, `out` untouched.
+    pub fn download(
+        &self,
+        method: &str,
+        path: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(u64, ureq::http::HeaderMap), CliError> {
+        let url = format!("{}{path}", self.target.url);
+        let builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", format!("Bearer {}", self.target.token));
+        let mut response = self.run(&url, builder.body(()))?;
+        if !response.status().is_success() {
+            return match read_answer(response).map_err(|e| self.transport(e))? {
+                Ok((status, _)) => Err(self.transport(format!("unexpected status {status}"))),
+                Err(error) => Err(CliError::Refused(error)),
+            };
+        }
+        let headers = response.headers().clone();
+        let mut reader = response.body_mut().as_reader();
+        let n = std::io::copy(&mut reader, out).map_err(|e| self.transport(e.to_string()))?;
+        Ok((n, headers))
+    }
+
     /// `GET path` as JSON.
     pub fn get(&self, path: &str) -> Result<Value, CliError> {
         self.call_json("GET", path, Body::None).map(|(_, v)| v)

@@ -14,6 +14,7 @@
 
 pub mod apps;
 pub mod audit;
+pub mod backup;
 pub mod check;
 pub mod client;
 pub mod deploy;
@@ -283,6 +284,24 @@ pub enum Command {
         limit: Option<u64>,
         #[command(flatten)]
         opts: ClientOpts,
+    },
+    /// Save a consistent copy of the node's embedded store to FILE, while it serves
+    Backup {
+        /// Where to save it (written to FILE.tmp, then renamed)
+        file: PathBuf,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Put a backup into place as a data directory's store (the node must be stopped)
+    Restore {
+        /// The file `picloud backup` saved
+        file: PathBuf,
+        /// The data directory to restore into (empty, unless --force)
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Replace the store of a non-empty DIR (its other files stay)
+        #[arg(long)]
+        force: bool,
     },
     /// Print a shell completion script (see docs/reference.md for where to put it)
     Completions {
@@ -576,6 +595,12 @@ pub fn run(command: Command) -> Option<ExitCode> {
         Command::Token(TokenCommand::List { opts }) => finish(tokens::list(&opts)),
         Command::Token(TokenCommand::Revoke { name, opts }) => finish(tokens::revoke(&opts, &name)),
         Command::Audit { after, limit, opts } => finish(audit::list(&opts, after, limit)),
+        Command::Backup { file, opts } => finish(backup::backup(&opts, &file)),
+        Command::Restore {
+            file,
+            data_dir,
+            force,
+        } => finish(backup::restore(&file, &data_dir, force)),
         Command::Completions { shell } => {
             completions(shell);
             ExitCode::SUCCESS

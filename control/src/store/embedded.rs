@@ -68,34 +68,37 @@ pub const SCHEMA_VERSION: u64 = 4;
 /// whole control-plane data set (scripts and routes) is normally a few MiB.
 pub const CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
 /// (app, script).
-type ScriptKey = (&'static str, &'static str);
+pub(crate) type ScriptKey = (&'static str, &'static str);
 /// (kind, current version, hash, updated_at_ms).
-type ScriptRow = (&'static str, u64, &'static str, u64);
+pub(crate) type ScriptRow = (&'static str, u64, &'static str, u64);
 /// (app, script, version).
-type VersionKey = (&'static str, &'static str, u64);
+pub(crate) type VersionKey = (&'static str, &'static str, u64);
 /// (created_at_ms, hash, source).
-type VersionRow = (u64, &'static str, &'static str);
-const SCRIPTS: TableDefinition<ScriptKey, ScriptRow> = TableDefinition::new("scripts");
-const VERSIONS: TableDefinition<VersionKey, VersionRow> = TableDefinition::new("script_versions");
-const ROUTES: TableDefinition<&str, &str> = TableDefinition::new("routes");
-const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
+pub(crate) type VersionRow = (u64, &'static str, &'static str);
+pub(crate) const SCRIPTS: TableDefinition<ScriptKey, ScriptRow> = TableDefinition::new("scripts");
+pub(crate) const VERSIONS: TableDefinition<VersionKey, VersionRow> =
+    TableDefinition::new("script_versions");
+pub(crate) const ROUTES: TableDefinition<&str, &str> = TableDefinition::new("routes");
+pub(crate) const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
 /// Schema 3 and earlier: bare token hashes, moved into `tokens` by the upgrade to 4.
-const LEGACY_ADMIN_TOKENS: TableDefinition<&str, ()> = TableDefinition::new("admin_tokens");
+pub(crate) const LEGACY_ADMIN_TOKENS: TableDefinition<&str, ()> =
+    TableDefinition::new("admin_tokens");
 pub(crate) const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 pub(crate) const AUDIT: TableDefinition<u64, &str> = TableDefinition::new("audit");
 /// (app, script, module).
-type ImportKey = (&'static str, &'static str, &'static str);
-const IMPORTS: TableDefinition<ImportKey, ()> = TableDefinition::new("script_imports");
-const ENV: TableDefinition<(&str, &str), &str> = TableDefinition::new("env");
-const SCHEDULES: TableDefinition<&str, &str> = TableDefinition::new("schedules");
-const TRIGGERS: TableDefinition<&str, &str> = TableDefinition::new("triggers");
-const SCHEDULE_RUNS: TableDefinition<(&str, &str), u64> = TableDefinition::new("schedule_runs");
+pub(crate) type ImportKey = (&'static str, &'static str, &'static str);
+pub(crate) const IMPORTS: TableDefinition<ImportKey, ()> = TableDefinition::new("script_imports");
+pub(crate) const ENV: TableDefinition<(&str, &str), &str> = TableDefinition::new("env");
+pub(crate) const SCHEDULES: TableDefinition<&str, &str> = TableDefinition::new("schedules");
+pub(crate) const TRIGGERS: TableDefinition<&str, &str> = TableDefinition::new("triggers");
+pub(crate) const SCHEDULE_RUNS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("schedule_runs");
 
-const META_REVISION: &str = "revision";
-const META_SCHEMA_VERSION: &str = "schema_version";
+pub(crate) const META_REVISION: &str = "revision";
+pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 
 /// The embedded store. Cheap to share behind an `Arc`: redb serialises write transactions
 /// internally (one at a time, the next `begin_write` waits) and read transactions run

@@ -51,11 +51,11 @@ use super::kv_common::{
 };
 
 /// (app, key).
-type KvKey = (&'static str, &'static str);
+pub(crate) type KvKey = (&'static str, &'static str);
 /// (value as JSON text, expires_at_ms).
-type KvRow = (&'static str, Option<u64>);
-const KV: TableDefinition<KvKey, KvRow> = TableDefinition::new("kv");
-const KV_KEYS: TableDefinition<&str, u64> = TableDefinition::new("kv_keys");
+pub(crate) type KvRow = (&'static str, Option<u64>);
+pub(crate) const KV: TableDefinition<KvKey, KvRow> = TableDefinition::new("kv");
+pub(crate) const KV_KEYS: TableDefinition<&str, u64> = TableDefinition::new("kv_keys");
 
 /// Deletes every KV row of `app` and its key count, inside `txn` (the app's delete
 /// transaction, so both go or neither does).

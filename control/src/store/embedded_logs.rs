@@ -46,10 +46,13 @@ use super::EmbeddedStore;
 use super::embedded::{APPS, db_err};
 
 /// (app, seq).
-type RecordKey = (&'static str, u64);
-const INVOCATIONS: TableDefinition<RecordKey, &str> = TableDefinition::new("invocations");
-const INVOCATION_SEQS: TableDefinition<&str, u64> = TableDefinition::new("invocation_seqs");
-const INVOCATION_META: TableDefinition<&str, u64> = TableDefinition::new("invocation_meta");
+pub(crate) type RecordKey = (&'static str, u64);
+pub(crate) const INVOCATIONS: TableDefinition<RecordKey, &str> =
+    TableDefinition::new("invocations");
+pub(crate) const INVOCATION_SEQS: TableDefinition<&str, u64> =
+    TableDefinition::new("invocation_seqs");
+pub(crate) const INVOCATION_META: TableDefinition<&str, u64> =
+    TableDefinition::new("invocation_meta");
 const META_DURABLE_AT_MS: &str = "durable_at_ms";
 
 /// Longest time between two durable appends while appends keep coming (see module docs).

@@ -11,6 +11,8 @@
 //! [`postgres_logs`]) with their own conformance suite ([`log_conformance`]); admin tokens and
 //! the audit log ([`picloud_core::access::AccessStore`]) for both stores ([`embedded_access`],
 //! [`postgres_access`]) with theirs ([`access_conformance`]).
+//! Backups of the embedded store (a consistent copy taken by the serving node, and the offline
+//! restore) are in [`embedded_backup`].
 //! Does not own: the trait and its rules (`picloud_core::store`), name or route-table
 //! validation (callers do that before writing), or deciding which store a node uses (config).
 
@@ -18,6 +20,7 @@ pub mod access_conformance;
 pub mod conformance;
 pub mod embedded;
 pub mod embedded_access;
+pub mod embedded_backup;
 pub mod embedded_kv;
 pub mod embedded_logs;
 pub mod kv_common;

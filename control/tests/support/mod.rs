@@ -38,6 +38,17 @@ impl TestNode {
         }
     }
 
+    /// Starts a node on an existing data directory (a restored one, say).
+    pub fn start_on(dir: tempfile::TempDir) -> TestNode {
+        let node = Self::start_in(&dir, &[]);
+        TestNode {
+            public: node.public_addr(),
+            admin: node.admin_addr(),
+            node: Some(node),
+            dir,
+        }
+    }
+
     fn start_in(dir: &tempfile::TempDir, vars: &[(&str, &str)]) -> Node {
         let data_dir = dir.path().to_string_lossy().to_string();
         let mut all: Vec<(String, String)> = vec![

@@ -1,7 +1,8 @@
 //! `POST /v1/backup`, `picloud backup` and `picloud restore` end to end: a backup taken by the
 //! real binary while a thread keeps writing KV keys and saving scripts, restored into a new
 //! data directory, served by a new node. Also: what the audit log says about a backup, and the
-//! refusals (non-empty directory, a file that is not a backup).
+//! refusals (non-empty directory, a file that is not a backup, a node without the embedded
+//! store: PostgreSQL answers 409 pointing at pg_dump).
 
 mod support;
 
@@ -115,6 +116,15 @@ fn backup_under_write_load_restores_into_a_serving_node() {
     assert!(!out_dir.path().join("node.redb.tmp").exists());
     let size = std::fs::metadata(&file).expect("backup file").len();
     assert!(size > 0);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)
+            .expect("backup file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "a backup holds secrets");
+    }
 
     // The audit entry names the backup's size and revision, and is not the data.
     let audit = n.admin("GET", "/v1/audit?limit=1000", "").json();
@@ -243,4 +253,18 @@ fn backup_needs_a_node_admin_token() {
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("content-type"), Some("application/octet-stream"));
     assert!(ok.header("x-picloud-revision").is_some());
+}
+
+#[test]
+fn backup_on_postgres_points_at_pg_dump() {
+    let Some(url) = support::pg::test_database_url() else {
+        eprintln!("note: PICLOUD_TEST_DATABASE_URL unset, PostgreSQL backup refusal not checked");
+        return;
+    };
+    let db = support::pg::TestDb::create(&url, "backup");
+    let n = TestNode::start_with(&[("PICLOUD_DATABASE_URL", &db.url)]);
+    let r = n.admin("POST", "/v1/backup", "");
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "conflict");
+    assert!(r.text().contains("pg_dump"), "{r:?}");
 }

@@ -306,7 +306,8 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, (u64, std::io::Err
     Ok(buf)
 }
 
-/// Writes `bytes` to `file` atomically: `file.tmp`, fsync, rename, fsync of the directory.
+/// Writes what `fill` puts into `file.tmp` (created mode 0600) to `file` atomically: fsync,
+/// rename, fsync of the directory. On failure `file.tmp` is removed and `file` untouched.
 pub fn write_atomically(
     file: &Path,
     mut fill: impl FnMut(&mut fs::File) -> std::io::Result<u64>,
@@ -315,7 +316,12 @@ pub fn write_atomically(
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        // 0600: a backup holds env values (secrets) and token hashes.
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
         let n = fill(&mut f)?;
         f.flush()?;
         f.sync_all()?;

@@ -2,10 +2,10 @@
 //! `GET /v1/audit?after=ID&limit=N` to read it.
 //!
 //! Owns: what an entry says about a call (`details`: the script and its new version, the number
-//! of routes, the variable's or key's name, the token's name and role, ... never a secret value,
-//! a KV value or a token; a backup's size and revision, never its bytes), the revision it left, and the query's bounds ([`LIMIT_DEFAULT`],
-//! [`LIMIT_MAX`]). Does not own: storage and the bound on entries kept
-//! (`AccessStore::append_audit` with `Limits::audit_entries_max`).
+//! of routes, the variable's or key's name, the token's name and role, a backup's size and
+//! revision, ... never a secret value, a KV value, a token or a backup's bytes), the revision it
+//! left, and the query's bounds ([`LIMIT_DEFAULT`], [`LIMIT_MAX`]). Does not own: storage and
+//! the bound on entries kept (`AccessStore::append_audit` with `Limits::audit_entries_max`).
 //!
 //! An entry is written after the call's own transaction, not inside it: a crash between the
 //! two loses the entry of a change that happened. A failure to write the entry is logged at

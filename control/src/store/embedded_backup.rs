@@ -15,7 +15,9 @@
 //! the file, and while the node runs, writers keep updating the file's header and pages; a byte
 //! copy could pair a header with pages of another commit. One read transaction sees one commit
 //! of every table (redb keeps the pages it reads alive until it ends), so copying every table
-//! inside it gives a file at exactly one revision, while writers carry on.
+//! inside it gives a file at exactly one revision, while writers carry on. The price: pages
+//! the snapshot still reads cannot be reused until the copy ends, so `picloud.redb` may grow by
+//! what is written meanwhile (space redb reuses afterwards).
 
 use std::fs;
 use std::io::Write;

@@ -3,7 +3,10 @@
 # (x86_64-unknown-linux-musl), stages a build context with it, builds the image with podman,
 # runs it on an ephemeral host port, waits for the ready line, makes one public request and
 # one admin request, stops it (SIGTERM → drain → exit 0) and removes everything it made.
-# Installs podman with apt-get and the musl target with rustup when missing.
+# Installs podman with apt-get and the musl target with rustup when missing. Where podman's
+# defaults cannot start a container (CI itself runs in an unprivileged container: no
+# CAP_SYS_RESOURCE to raise the default rlimits, and crun refuses hybrid cgroups), it pins the
+# rlimits to the current ones and falls back to runc (installed with apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,9 +36,10 @@ if readelf -l "$BIN" | grep -q 'Requesting program interpreter'; then
   exit 1
 fi
 
+PODMAN=(podman)
 CTX="$(mktemp -d)"
 cleanup() {
-  podman rm -f "$NAME" >/dev/null 2>&1 || true
+  "${PODMAN[@]}" rm -f "$NAME" >/dev/null 2>&1 || true
   podman volume rm -f "$VOLUME" >/dev/null 2>&1 || true
   podman rmi -f "$TAG" >/dev/null 2>&1 || true
   rm -rf "$CTX"
@@ -47,8 +51,30 @@ cp "$BIN" "$CTX/picloud"
 podman build -q -f Containerfile -t "$TAG" "$CTX" >/dev/null
 echo "container: built $TAG ($(du -h "$CTX/picloud" | cut -f1) binary)"
 
+# How to run a container here: podman's defaults, else rlimits no higher than ours (podman's
+# default nofile/nproc need CAP_SYS_RESOURCE), else that with runc instead of crun.
+RUN_OPTS=()
+if ! podman run --rm "$TAG" --version >/dev/null 2>&1; then
+  nofile="$(ulimit -Hn)"
+  [ "$nofile" = unlimited ] && nofile=1048576
+  # nproc: a node runs a dozen threads; 4096 is below any hard limit a CI box has.
+  RUN_OPTS=(--ulimit "nofile=$nofile:$nofile" --ulimit nproc=4096:4096)
+  if ! podman run --rm "${RUN_OPTS[@]}" "$TAG" --version >/dev/null 2>&1; then
+    if ! command -v runc >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+      echo "container: installing runc"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runc
+    fi
+    PODMAN=(podman --runtime runc)
+    if ! "${PODMAN[@]}" run --rm "${RUN_OPTS[@]}" "$TAG" --version; then
+      echo "container: podman cannot start a container on this machine" >&2
+      exit 1
+    fi
+  fi
+  echo "container: running with ${PODMAN[*]} ${RUN_OPTS[*]}"
+fi
+
 # Ephemeral host ports on loopback; a fixed admin token so the admin request can use it.
-podman run -d --name "$NAME" -v "$VOLUME:/data" \
+"${PODMAN[@]}" run -d --name "$NAME" -v "$VOLUME:/data" "${RUN_OPTS[@]}" \
   -p 127.0.0.1::8080 -p 127.0.0.1::8081 \
   -e PICLOUD_ADMIN_TOKEN=pc_container_ci_token \
   "$TAG" >/dev/null
@@ -86,7 +112,7 @@ if [ "$code" != 200 ]; then
 fi
 echo "container: public 404 and admin 200 as expected"
 
-podman stop -t 20 "$NAME" >/dev/null
+"${PODMAN[@]}" stop -t 20 "$NAME" >/dev/null
 exit_code="$(podman inspect -f '{{.State.ExitCode}}' "$NAME")"
 if [ "$exit_code" != 0 ]; then
   podman logs "$NAME" >&2 || true

@@ -7,8 +7,9 @@
 //! ([`publish`]), the
 //! PostgreSQL sync daemon ([`sync`]), cron schedules ([`scheduler`]), assembling a node
 //! ([`node`]), the web console served on the admin address ([`dashboard`]),
-//! the command line and the admin-API client behind every client command ([`cli`]), and
-//! invocation records: the writer thread between the engines and the store ([`invocations`]).
+//! the command line and the admin-API client behind every client command ([`cli`]), invocation
+//! records: the writer thread between the engines and the store ([`invocations`]), and telling
+//! systemd the node is ready or stopping ([`sd_notify`]).
 //! Does not own: the data plane (picloud-worker) or the vocabulary (picloud-core). It never runs
 //! a script on a request of its own.
 
@@ -20,5 +21,6 @@ pub mod invocations;
 pub mod node;
 pub mod publish;
 pub mod scheduler;
+pub mod sd_notify;
 pub mod store;
 pub mod sync;

@@ -1,7 +1,8 @@
 //! The `picloud` binary: argument handling and process edges only.
 //!
 //! Owns: parsing the command line (clap, `cli/mod.rs`), logging setup, running `serve` and
-//! `migrate` (signal handling for `serve`: SIGTERM/SIGINT → drain → exit 0) and handing every
+//! `migrate` (signal handling for `serve`: SIGTERM/SIGINT → drain → exit 0; sd_notify
+//! `READY=1` with the ready line and `STOPPING=1` when draining starts) and handing every
 //! other command to `cli::run` (`picloud dev` handles its own signals in `cli/dev.rs`).
 //! Everything else lives in the `picloud_control` library so tests can drive it in-process.
 
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use picloud_control::cli::{self, Cli, Command, output};
-use picloud_control::{config, node, store};
+use picloud_control::{config, node, sd_notify, store};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -129,14 +130,19 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         ));
     }
     let node = started.node;
-    node_line(&format!(
-        "picloud ready public={} admin={} store={}",
+    let where_ = format!(
+        "public={} admin={} store={}",
         node.public_addr(),
         node.admin_addr(),
         node.store_kind()
-    ));
+    );
+    node_line(&format!("picloud ready {where_}"));
+    // Both listeners accept from here on: a `Type=notify` unit counts as started now, so units
+    // ordered after picloud.service find it answering.
+    sd_notify::ready(&format!("serving {where_}"));
     let signal = signals.wait();
     log::info!("{signal} received: draining");
+    sd_notify::stopping(&format!("{signal} received: draining"));
     node.shutdown();
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The `picloud` binary as a user runs it: the ready line, the generated token, SIGTERM drain,
-//! `kill -9` durability, `picloud check`, and on PostgreSQL (`PICLOUD_TEST_DATABASE_URL`):
+//! `kill -9` durability, `picloud check`, sd_notify to a real `NOTIFY_SOCKET`, and on PostgreSQL (`PICLOUD_TEST_DATABASE_URL`):
 //! `picloud migrate` and a node that drains and exits 0 with its sync thread.
 
 mod support;
@@ -55,7 +55,9 @@ fn serve_with(dir: &std::path::Path, token: Option<&str>, env: &[(&str, &str)]) 
     if let Some(t) = token {
         cmd.env("PICLOUD_ADMIN_TOKEN", t);
     }
+    // A test run under a service manager must not notify it on the node's behalf.
     cmd.env_remove("PICLOUD_DATABASE_URL")
+        .env_remove("NOTIFY_SOCKET")
         .envs(env.iter().copied());
     let mut child = cmd.spawn().expect("spawn picloud");
     let stdout = child.stdout.take().expect("stdout");
@@ -215,6 +217,78 @@ fn acknowledged_writes_survive_kill_9() {
     let scripts = admin(&p, "t", "GET", "/v1/apps/demo/scripts", "").json();
     assert_eq!(scripts.as_array().map(Vec::len), Some(20));
     assert_eq!(request(p.public, "GET", "/demo/s19", &[], b"").text(), "19");
+    signal(&p, SIGTERM);
+    assert!(p.child.wait().expect("wait").success());
+}
+
+/// Waits for the next datagram on `socket` and returns it as text.
+fn recv_state(socket: &std::os::unix::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 1024];
+    let n = socket.recv(&mut buf).expect("a datagram on NOTIFY_SOCKET");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Runs `picloud serve` with `NOTIFY_SOCKET` pointing at `socket` (bound to `value`) and checks
+/// the sd_notify conversation: `READY=1` once it accepts, `STOPPING=1` on SIGTERM, exit 0.
+fn notify_conversation(socket: &std::os::unix::net::UnixDatagram, value: &str) {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut p = serve_with(dir.path(), Some("t"), &[("NOTIFY_SOCKET", value)]);
+    // The ready line came first; READY=1 follows it, and by then both ports answer.
+    let ready = recv_state(socket);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready
+            .lines()
+            .any(|l| l.starts_with("STATUS=serving public=")),
+        "{ready:?}"
+    );
+    assert_eq!(admin(&p, "t", "GET", "/v1/apps", "").status, 200);
+    assert_eq!(request(p.public, "GET", "/nope", &[], b"").status, 404);
+    signal(&p, SIGTERM);
+    let stopping = recv_state(socket);
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let status = p.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    // Nothing else was sent: no watchdog pings, no second READY.
+    socket.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 64];
+    assert!(socket.recv(&mut buf).is_err(), "an extra datagram");
+}
+
+#[test]
+fn sd_notify_ready_then_stopping_on_a_path_socket() {
+    let sock_dir = tempfile::tempdir().expect("dir");
+    let path = sock_dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+    notify_conversation(&socket, path.to_str().expect("utf-8 temp path"));
+}
+
+#[test]
+fn sd_notify_ready_then_stopping_on_an_abstract_socket() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("picloud-binary-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
+    let socket = std::os::unix::net::UnixDatagram::bind_addr(&addr).expect("bind");
+    notify_conversation(&socket, &format!("@{name}"));
+}
+
+/// Without `NOTIFY_SOCKET` (a shell, a container) or with one nobody listens on, the node
+/// serves and exits 0 all the same; a failed notification is only a warning.
+#[test]
+fn sd_notify_unset_or_unreachable_is_not_an_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut p = serve(dir.path(), Some("t"));
+    assert_eq!(admin(&p, "t", "GET", "/v1/apps", "").status, 200);
+    signal(&p, SIGTERM);
+    assert!(p.child.wait().expect("wait").success());
+
+    let gone = dir.path().join("no-such-socket");
+    let gone = gone.to_str().expect("utf-8 temp path");
+    let mut p = serve_with(dir.path(), Some("t"), &[("NOTIFY_SOCKET", gone)]);
+    assert_eq!(admin(&p, "t", "GET", "/v1/apps", "").status, 200);
     signal(&p, SIGTERM);
     assert!(p.child.wait().expect("wait").success());
 }

@@ -11,9 +11,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::cli::{BIN, fails, headers, json, ok, stderr};
 use support::{TOKEN, TestNode};
-
-const BIN: &str = env!("CARGO_BIN_EXE_picloud");
 
 /// `picloud ARGS` against `node` with the right token, `stdin` fed in if given.
 fn run(node: &TestNode, args: &[&str], stdin: Option<&str>) -> Output {
@@ -21,67 +20,7 @@ fn run(node: &TestNode, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn run_with(url: &str, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("PICLOUD_URL", url)
-        .env("PICLOUD_TOKEN", token)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn picloud");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    child.wait_with_output().expect("run picloud")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts exit 0 and returns stdout.
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-/// Asserts exit `code` and returns stderr.
-fn fails(out: Output, code: i32) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stderr(&out)
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-/// The whitespace-separated words of the first line (a table's headers).
-fn headers(text: &str) -> Vec<String> {
-    text.lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    support::cli::run(Some((url, token)), args, stdin)
 }
 
 /// The table row whose first column is `first`, as words.

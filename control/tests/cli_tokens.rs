@@ -8,55 +8,13 @@
 
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
+use support::cli::{fails, headers, json, ok};
 use support::{TOKEN, TestNode};
 
-const BIN: &str = env!("CARGO_BIN_EXE_picloud");
-
 fn run(node: &TestNode, token: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("PICLOUD_URL", format!("http://{}", node.admin))
-        .env("PICLOUD_TOKEN", token)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run picloud")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(out: Output, code: i32) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn headers(text: &str) -> Vec<&str> {
-    text.lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect()
+    support::cli::run(Some((&format!("http://{}", node.admin), token)), args, None)
 }
 
 #[test]

@@ -10,32 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use support::cli::{BIN, ok};
 use support::{Reply, TOKEN, TestNode, request};
 
-const BIN: &str = env!("CARGO_BIN_EXE_picloud");
 const TEMPLATES: [&str; 5] = ["hello", "json-api", "webhook", "shortener", "cron-digest"];
 
 fn picloud(node: Option<&TestNode>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("PICLOUD_TOKEN")
-        .env_remove("PICLOUD_URL");
-    if let Some(node) = node {
-        cmd.env("PICLOUD_URL", format!("http://{}", node.admin))
-            .env("PICLOUD_TOKEN", TOKEN);
-    }
-    cmd.output().expect("run picloud")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let url = node.map(|n| format!("http://{}", n.admin));
+    support::cli::run(url.as_deref().map(|u| (u, TOKEN)), args, None)
 }
 
 fn path_arg(p: &Path) -> &str {

@@ -13,7 +13,7 @@ use super::wire::json_response;
 
 /// An admin API failure: a code, a status (usually the code's) and a message, plus extra
 /// fields (`line`, `column` for compile errors).
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct AdminError {
     pub(super) code: ErrorCode,
     pub(super) status: u16,

@@ -4,18 +4,18 @@
 //!
 //! Owns: parsing the request pieces (the raw, percent-encoded key segment and query string, the
 //! body), the bounds of a listing ([`LIST_LIMIT_DEFAULT`], [`LIST_LIMIT_MAX`]) and the answers,
-//! as `(status, JSON body)` or `(error code, message)`.
+//! as `(status, JSON body)` or an [`AdminError`].
 //! Does not own: routing, authentication or the HTTP response (`mod.rs` wires these
 //! functions in), checking that the app exists (the caller does, with the catalog store, so a
 //! missing app is 404 for reads too), the app's KV limits (the caller resolves them from the
 //! app's configuration), or storage (`crate::store`). It never bumps the catalog revision:
 //! KV is data, so a KV write needs no publish.
 
-use picloud_core::ErrorCode;
 use picloud_core::catalog::percent_decode;
 use picloud_core::services::{KvLimits, KvStore};
-use picloud_core::store::StoreError;
 use serde_json::{Value, json};
+
+use super::error::AdminError;
 
 /// Keys a listing returns when the query names no `limit`.
 pub const LIST_LIMIT_DEFAULT: usize = 1_000;
@@ -25,19 +25,11 @@ pub const LIST_LIMIT_MAX: usize = 10_000;
 /// `ttl * 1000` stays far inside `u64`.
 pub const TTL_SECONDS_MAX: u64 = 100 * 365 * 24 * 3600;
 
-/// A successful answer (status and JSON body; `Value::Null` for 204) or a failure (code and
-/// message).
-pub type KvReply = Result<(u16, Value), (ErrorCode, String)>;
+/// A successful answer (status and JSON body; `Value::Null` for 204) or the admin error.
+pub type KvReply = Result<(u16, Value), AdminError>;
 
-fn store_error(e: StoreError) -> (ErrorCode, String) {
-    if matches!(e, StoreError::Internal(_) | StoreError::Unavailable(_)) {
-        log::error!("admin kv: {e}");
-    }
-    (e.code(), e.to_string())
-}
-
-fn invalid(message: String) -> (ErrorCode, String) {
-    (ErrorCode::InvalidInput, message)
+fn invalid(message: String) -> AdminError {
+    AdminError::invalid(message)
 }
 
 /// The last value of query parameter `name`, percent-decoded (`+` is not a space: keys are
@@ -69,7 +61,7 @@ pub fn list(kv: &dyn KvStore, app: &str, query: &str, now_ms: u64) -> KvReply {
     };
     let keys = kv
         .kv_list(app, &prefix, limit, now_ms)
-        .map_err(store_error)?;
+        .map_err(AdminError::from)?;
     Ok((200, json!({ "keys": keys })))
 }
 
@@ -77,7 +69,7 @@ pub fn list(kv: &dyn KvStore, app: &str, query: &str, now_ms: u64) -> KvReply {
 /// `raw_key` is the URL segment as sent (percent-encoded).
 pub fn get(kv: &dyn KvStore, app: &str, raw_key: &str, now_ms: u64) -> KvReply {
     let key = percent_decode(raw_key);
-    match kv.kv_get(app, &key, now_ms).map_err(store_error)? {
+    match kv.kv_get(app, &key, now_ms).map_err(AdminError::from)? {
         Some(value) => Ok((200, value)),
         None => Err(key_not_found(app, &key)),
     }
@@ -110,29 +102,27 @@ pub fn put(
     let value: Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("kv value must be JSON: {e}")))?;
     kv.kv_set(app, &key, &value, ttl_ms, now_ms, limits)
-        .map_err(store_error)?;
+        .map_err(AdminError::from)?;
     Ok((204, Value::Null))
 }
 
 /// `DELETE /v1/apps/APP/kv/KEY`: 204, or 404 if the key was absent or expired.
 pub fn delete(kv: &dyn KvStore, app: &str, raw_key: &str, now_ms: u64) -> KvReply {
     let key = percent_decode(raw_key);
-    if kv.kv_delete(app, &key, now_ms).map_err(store_error)? {
+    if kv.kv_delete(app, &key, now_ms).map_err(AdminError::from)? {
         Ok((204, Value::Null))
     } else {
         Err(key_not_found(app, &key))
     }
 }
 
-fn key_not_found(app: &str, key: &str) -> (ErrorCode, String) {
-    (
-        ErrorCode::NotFound,
-        format!("no kv key {key:?} in app {app:?}"),
-    )
+fn key_not_found(app: &str, key: &str) -> AdminError {
+    AdminError::not_found(format!("no kv key {key:?} in app {app:?}"))
 }
 
 #[cfg(test)]
 mod tests {
+    use picloud_core::ErrorCode;
     use picloud_core::model::AppConfig;
     use picloud_core::store::Store;
 
@@ -154,7 +144,7 @@ mod tests {
 
     fn code(r: KvReply) -> ErrorCode {
         match r {
-            Err((code, _)) => code,
+            Err(e) => e.code,
             Ok(ok) => panic!("expected an error, got {ok:?}"),
         }
     }

@@ -2,17 +2,18 @@
 //! JSON, oldest first (newest last).
 //!
 //! Owns: the query (`limit`, default [`LIMIT_DEFAULT`], at most [`LIMIT_MAX`]; `after`, a record
-//! id) and the JSON shape of a record. Does not own: routing, authentication or turning the
-//! error into a response (`mod.rs`), nor keeping records (the [`LogStore`]).
+//! id) and the JSON shape of a record. Does not own: routing, authentication or the error's
+//! rendering (`mod.rs`, `error.rs`), nor keeping records (the [`LogStore`]).
 //!
 //! Without `after` the answer is the newest `limit` records; with it, the `limit` records that
 //! follow `after`. A client follows the log by passing the last `id` it saw as `after`.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use picloud_core::ErrorCode;
 use picloud_core::services::{InvocationRecord, LogStore};
 use serde_json::{Value, json};
+
+use super::error::AdminError;
 
 /// Records answered when the query has no `limit`.
 pub const LIMIT_DEFAULT: usize = 100;
@@ -20,21 +21,19 @@ pub const LIMIT_DEFAULT: usize = 100;
 pub const LIMIT_MAX: usize = 1_000;
 
 /// Answers `GET /v1/apps/APP/logs` with `query` (the raw query string, without `?`): a JSON
-/// array of records, or the error code and message (`invalid_input` for a bad query,
-/// `not_found` for a missing app, the store's code otherwise).
-pub fn logs(store: &dyn LogStore, app: &str, query: &str) -> Result<Value, (ErrorCode, String)> {
+/// array of records, or the error (`invalid_input` for a bad query, `not_found` for a missing
+/// app, the store's code otherwise).
+pub fn logs(store: &dyn LogStore, app: &str, query: &str) -> Result<Value, AdminError> {
     let (limit, after) = parse_query(query)?;
-    let records = store
-        .invocations(app, after, limit)
-        .map_err(|e| (e.code(), e.to_string()))?;
+    let records = store.invocations(app, after, limit)?;
     Ok(Value::Array(
         records.iter().map(|(id, r)| record_json(*id, r)).collect(),
     ))
 }
 
 /// `(limit, after)` from the query; other parameters are ignored, as elsewhere in the API.
-fn parse_query(query: &str) -> Result<(usize, Option<u64>), (ErrorCode, String)> {
-    let invalid = |msg: String| (ErrorCode::InvalidInput, msg);
+fn parse_query(query: &str) -> Result<(usize, Option<u64>), AdminError> {
+    let invalid = AdminError::invalid;
     let mut limit = LIMIT_DEFAULT;
     let mut after = None;
     for (key, value) in query
@@ -92,6 +91,7 @@ pub fn record_json(id: u64, r: &InvocationRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use picloud_core::ErrorCode;
     use picloud_core::services::{LogLine, TriggerKind};
     use picloud_core::store::{StoreError, StoreResult};
 
@@ -163,9 +163,13 @@ mod tests {
             "after=-1",
             "after=x",
         ] {
-            let (code, msg) = logs(&store, "a", query).expect_err(query);
-            assert_eq!(code, ErrorCode::InvalidInput, "{query}");
-            assert!(msg.contains("limit") || msg.contains("after"), "{msg}");
+            let e = logs(&store, "a", query).expect_err(query);
+            assert_eq!(e.code, ErrorCode::InvalidInput, "{query}");
+            assert!(
+                e.message.contains("limit") || e.message.contains("after"),
+                "{}",
+                e.message
+            );
         }
         assert!(
             store.0.lock().is_empty(),
@@ -175,8 +179,8 @@ mod tests {
 
     #[test]
     fn missing_app_is_not_found() {
-        let (code, _) = logs(&fake(), "missing", "").expect_err("missing app");
-        assert_eq!(code, ErrorCode::NotFound);
+        let e = logs(&fake(), "missing", "").expect_err("missing app");
+        assert_eq!(e.code, ErrorCode::NotFound);
     }
 
     #[test]

@@ -284,9 +284,7 @@ impl Admin {
             Call::PutTriggers => changed(self.put_triggers(app, &req.body)),
             Call::Logs => {
                 let logs = self.logs.as_ref().ok_or_else(|| no_service("logs"))?;
-                logs::logs(logs.as_ref(), app, &req.query)
-                    .map(|v| json_response(200, &v))
-                    .map_err(|(code, m)| AdminError::new(code, m))
+                logs::logs(logs.as_ref(), app, &req.query).map(|v| json_response(200, &v))
             }
             // KV is data, not catalog: no publish.
             Call::KvList => self.kv_call(app, |kv, now| kv::list(kv, app, &req.query, now)),
@@ -389,10 +387,9 @@ impl Admin {
             return Err(AdminError::not_found(format!("no app {app:?}")));
         }
         let now = picloud_core::now_ms();
-        match call(kv.as_ref(), now) {
-            Ok((204, _)) => Ok(no_content()),
-            Ok((status, v)) => Ok(json_response(status, &v)),
-            Err((code, m)) => Err(AdminError::new(code, m)),
+        match call(kv.as_ref(), now)? {
+            (204, _) => Ok(no_content()),
+            (status, v) => Ok(json_response(status, &v)),
         }
     }
 

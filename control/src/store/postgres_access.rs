@@ -31,8 +31,33 @@ fn token_from_row(r: &Row) -> StoreResult<TokenRecord> {
     })
 }
 
-fn apps_json(apps: &AppScope) -> StoreResult<String> {
-    serde_json::to_string(apps).map_err(|e| corrupt("token apps", e))
+/// Inserts `token`, with `on_conflict` (an `ON CONFLICT …` clause, or empty) appended: the one
+/// place the column list meets its parameters. Answers the rows written.
+fn insert_token(
+    tx: &mut postgres::Transaction<'_>,
+    token: &TokenRecord,
+    on_conflict: &str,
+) -> StoreResult<u64> {
+    let apps = serde_json::to_string(&token.apps).map_err(|e| corrupt("token apps", e))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO admin_tokens (name, role, apps, hash, created_at_ms)
+             VALUES ($1, $2, $3::text::jsonb, $4, $5) {on_conflict}"
+        ),
+        &[
+            &token.name,
+            &token.role.as_str(),
+            &apps,
+            &token.hash,
+            &to_i64(token.created_at_ms)?,
+        ],
+    )
+    .map_err(|e| match pg_err(e) {
+        StoreError::Conflict(_) => {
+            StoreError::Conflict(format!("a token named {:?} exists", token.name))
+        }
+        other => other,
+    })
 }
 
 const AUDIT_COLUMNS: &str =
@@ -70,25 +95,8 @@ impl AccessStore for PgStore {
     }
 
     fn create_token(&self, token: &TokenRecord) -> StoreResult<u64> {
-        let apps = apps_json(&token.apps)?;
         let ((), revision) = self.write(|tx, _| {
-            tx.execute(
-                "INSERT INTO admin_tokens (name, role, apps, hash, created_at_ms)
-                 VALUES ($1, $2, $3::text::jsonb, $4, $5)",
-                &[
-                    &token.name,
-                    &token.role.as_str(),
-                    &apps,
-                    &token.hash,
-                    &to_i64(token.created_at_ms)?,
-                ],
-            )
-            .map_err(|e| match pg_err(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("a token named {:?} exists", token.name))
-                }
-                other => other,
-            })?;
+            insert_token(tx, token, "")?;
             Ok(Outcome::Changed {
                 value: (),
                 app: None,
@@ -98,25 +106,17 @@ impl AccessStore for PgStore {
     }
 
     fn replace_token(&self, token: &TokenRecord) -> StoreResult<bool> {
-        let apps = apps_json(&token.apps)?;
         let (changed, _) = self.write(|tx, _| {
-            let n = tx
-                .execute(
-                    "INSERT INTO admin_tokens (name, role, apps, hash, created_at_ms)
-                     VALUES ($1, $2, $3::text::jsonb, $4, $5)
-                     ON CONFLICT (name) DO UPDATE
-                       SET role = EXCLUDED.role, apps = EXCLUDED.apps, hash = EXCLUDED.hash
-                       WHERE (admin_tokens.role, admin_tokens.apps, admin_tokens.hash)
-                             IS DISTINCT FROM (EXCLUDED.role, EXCLUDED.apps, EXCLUDED.hash)",
-                    &[
-                        &token.name,
-                        &token.role.as_str(),
-                        &apps,
-                        &token.hash,
-                        &to_i64(token.created_at_ms)?,
-                    ],
-                )
-                .map_err(pg_err)?;
+            // Unchanged tokens are left alone, so a restart with the same configured token
+            // bumps no revision.
+            let n = insert_token(
+                tx,
+                token,
+                "ON CONFLICT (name) DO UPDATE
+                   SET role = EXCLUDED.role, apps = EXCLUDED.apps, hash = EXCLUDED.hash
+                   WHERE (admin_tokens.role, admin_tokens.apps, admin_tokens.hash)
+                         IS DISTINCT FROM (EXCLUDED.role, EXCLUDED.apps, EXCLUDED.hash)",
+            )?;
             Ok(if n == 0 {
                 Outcome::Unchanged(false)
             } else {

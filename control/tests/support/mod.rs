@@ -2,6 +2,7 @@
 //! client over raw sockets (so tests see exactly what goes over the wire).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod pg;
 
 use std::io::{Read, Write};

@@ -19,7 +19,7 @@
 //! and doubling reset; it fails: open again with the cool-down doubled (capped at
 //! `quarantine_cooldown_max_ms`). An admin's unquarantine or any change of the app closes it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 use picloud_core::{ErrorCode, Limits};
@@ -80,6 +80,10 @@ pub struct Breaker {
     dirty: AtomicBool,
     /// Times it opened (reopenings after a failed probe included), for `/metrics`.
     openings: AtomicU64,
+    /// Successes skipped by the fast path since the window was last cleared, up to the window
+    /// (a plain load and store, not a read-modify-write: racing engines may lose a count; it
+    /// only makes the reason's "of the last N runs" exact for a window that started clean).
+    clean_runs: AtomicU32,
     inner: Mutex<Inner>,
 }
 
@@ -164,7 +168,12 @@ impl Breaker {
                 return None;
             }
             if outcome == Outcome::Ok && !self.dirty.load(Relaxed) {
-                // A success into a window without failures changes no count.
+                // A success into a window without failures changes no failure count; only
+                // the number of runs it covers grows, until the window is full.
+                let seen = self.clean_runs.load(Relaxed);
+                if (seen as usize) < limits.quarantine_window_runs {
+                    self.clean_runs.store(seen + 1, Relaxed);
+                }
                 return None;
             }
         }
@@ -176,6 +185,7 @@ impl Breaker {
             };
             if outcome == Outcome::Ok {
                 *inner = Inner::default();
+                self.clean_runs.store(0, Relaxed);
                 self.tripped.store(false, Relaxed);
                 self.dirty.store(false, Relaxed);
                 return Some("quarantine ended: the run after the cool-down succeeded".into());
@@ -211,13 +221,22 @@ impl Breaker {
         if inner.open.is_some() {
             return None;
         }
+        if inner.timeouts | inner.limits == 0 {
+            // The first failure after a clean stretch: the successes before it are in the
+            // window as zero bits already; count them.
+            inner.runs = self.clean_runs.swap(0, Relaxed);
+        }
         let mask = window_mask(limits.quarantine_window_runs);
         inner.timeouts = ((inner.timeouts << 1) | u64::from(outcome == Outcome::Timeout)) & mask;
         inner.limits = ((inner.limits << 1) | u64::from(outcome == Outcome::Limit)) & mask;
         let window = u32::try_from(limits.quarantine_window_runs.clamp(1, 64)).unwrap_or(64);
         inner.runs = (inner.runs + 1).min(window);
-        self.dirty
-            .store((inner.timeouts | inner.limits) != 0, Relaxed);
+        let dirty = (inner.timeouts | inner.limits) != 0;
+        self.dirty.store(dirty, Relaxed);
+        if !dirty {
+            // The last failure left the window: the fast path counts on from its runs.
+            self.clean_runs.store(inner.runs, Relaxed);
+        }
         let (t, l) = (inner.timeouts.count_ones(), inner.limits.count_ones());
         if (t + l) as usize >= limits.quarantine_failures_min.max(1) {
             let reason = format!(
@@ -230,6 +249,7 @@ impl Breaker {
             inner.timeouts = 0;
             inner.limits = 0;
             inner.runs = 0;
+            self.clean_runs.store(0, Relaxed);
             self.dirty.store(false, Relaxed);
             inner.open = Some(Open {
                 since_ms: now,
@@ -253,6 +273,7 @@ impl Breaker {
         let mut inner = self.inner.lock();
         let was_open = inner.open.is_some();
         *inner = Inner::default();
+        self.clean_runs.store(0, Relaxed);
         self.tripped.store(false, Relaxed);
         self.dirty.store(false, Relaxed);
         was_open
@@ -300,6 +321,7 @@ mod tests {
         let b = Breaker::default();
         let l = knobs();
         // A failure pushed out of a 3-run window by successes does not count.
+        assert_eq!(b.record(Outcome::Ok, false, &l), None);
         assert_eq!(b.record(Outcome::Timeout, false, &l), None);
         assert_eq!(b.record(Outcome::Ok, false, &l), None);
         assert_eq!(b.record(Outcome::Ok, false, &l), None);

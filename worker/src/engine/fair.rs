@@ -58,9 +58,13 @@ struct LaneInner {
 }
 
 impl Lane {
-    /// Queues `q` if the app's share (`share` jobs) and the node's queue (`queued` of
+    /// Queues `q` if the app's jobs in flight stay within its cap plus its share of the queue
+    /// (`share` jobs), and the node's queue (`queued` of
     /// `queue_len_max`, reserved here) have room. `Ok(true)`: the caller must put the lane on
     /// the ready ring.
+    // The job comes back by value on a refusal, as from `Submitter::submit` (no allocation on
+    // the overload path).
+    #[allow(clippy::result_large_err)]
     pub(crate) fn push(
         &self,
         q: Queued,
@@ -71,7 +75,10 @@ impl Lane {
     ) -> Result<bool, (Queued, Full)> {
         let mut l = self.inner.lock();
         l.cap = cap.max(1);
-        if l.jobs.len() >= share {
+        // Counted as jobs in flight (running and queued) against cap + share, not queued jobs
+        // against the share: jobs that arrive together are queued before the engines that
+        // will run them at once have woken, and must not be refused for that.
+        if l.jobs.len() + l.running >= l.cap + share {
             return Err((q, Full::App));
         }
         if queued.fetch_add(1, Ordering::AcqRel) >= queue_len_max {

@@ -514,3 +514,44 @@ fn schedules_skip_while_quarantined() {
     });
     assert_eq!(cron_records(&n), first, "a cron run ran while quarantined");
 }
+
+/// `picloud app show` prints this node's quarantine; `picloud app unquarantine` lifts it.
+#[test]
+fn cli_shows_and_lifts_a_quarantine() {
+    let n = TestNode::start_with(&[
+        ("PICLOUD_QUARANTINE_FAILURES_MIN", "2"),
+        ("PICLOUD_QUARANTINE_WINDOW_RUNS", "3"),
+        ("PICLOUD_QUARANTINE_COOLDOWN_MS", "600000"),
+        ("PICLOUD_QUARANTINE_COOLDOWN_MAX_MS", "600000"),
+    ]);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+            .args(args)
+            .env("PICLOUD_URL", format!("http://{}", n.admin))
+            .env("PICLOUD_TOKEN", support::TOKEN)
+            .output()
+            .expect("run picloud");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    flaky_app(&n);
+    assert!(
+        cli(&["app", "show", "flaky"]).contains("quarantine no\n"),
+        "not quarantined yet"
+    );
+    open_breaker(&n);
+    let show = cli(&["app", "show", "flaky"]);
+    assert!(
+        show.contains("2 of the last 2 runs failed (timeout 2, limit_exceeded 0)"),
+        "{show}"
+    );
+    assert!(show.contains("quarantine since "), "{show}");
+    assert_eq!(
+        cli(&["app", "unquarantine", "flaky"]),
+        "unquarantined flaky\n"
+    );
+    set_fail(&n, false);
+    assert_eq!(ran(&n), 200);
+    assert!(cli(&["app", "show", "flaky"]).contains("quarantine no\n"));
+    assert!(cli(&["app", "unquarantine", "flaky"]).contains("was not quarantined on this node"),);
+}

@@ -1,20 +1,24 @@
 //! The engine [`Pool`]: N pinned OS threads with large stacks, each owning frozen Rhai engines,
-//! fed by one bounded job queue; and the running of one [`Job`] under `catch_unwind`.
+//! fed by per-app lanes (`fair.rs`) under one bound; and the running of one [`Job`] under
+//! `catch_unwind`.
 //!
-//! Owns: thread lifecycle (spawn, core pinning, join on shutdown), the bounded queue and its
-//! never-blocking [`Pool::try_submit`], each thread's set of frozen engines ([`Engines`]), and
-//! the sequence of one invocation (AST lookup, scope, budget, eval, post-checks, response).
+//! Owns: thread lifecycle (spawn, core pinning, join on shutdown), the ready ring of lanes and
+//! the never-blocking [`Submitter::submit`] (breaker, lane, node bound, in that order), each
+//! thread's set of frozen engines ([`Engines`]), and the sequence of one invocation (AST
+//! lookup, scope, budget, eval, post-checks, the breaker's outcome, response).
 //! Does not own: the sandbox settings and budget (`sandbox.rs`), the request/response contract
-//! (`contract.rs`), the reply primitive (`reply.rs`), or deciding what to run (the dispatcher).
+//! (`contract.rs`), the reply primitive (`reply.rs`), a lane's bookkeeping (`fair.rs`), the
+//! breaker's states (`breaker.rs`), or deciding what to run (the dispatcher).
 //!
 //! Lifecycle: `Pool` owns every `JoinHandle`; [`Submitter`]s (cheap clones handed to the
-//! dispatcher) share the queue's sender. Because a submitter may outlive the pool, dropping a
-//! sender cannot be the shutdown message; instead [`Pool::shutdown`] (or dropping the pool)
-//! marks the queue closed (every later `try_submit` fails at once → 503), then queues one
-//! `Exit` per thread behind the jobs already queued, so each thread finishes those jobs, takes
-//! its `Exit` and ends, and the pool joins every thread. A job that slipped in after the exits
-//! is dropped with the queue, and its `ReplyTx` answers 500 on drop: no waiter hangs. Idle
-//! threads are parked in the kernel (see `Queue` for why not in `recv`): zero CPU.
+//! dispatcher) share the queue. Because a submitter may outlive the pool, dropping one cannot be
+//! the shutdown message; instead [`Pool::shutdown`] (or dropping the pool) marks the queue
+//! closed (every later submit fails at once → 503) and wakes every engine; an engine ends when
+//! the queue is closed and no lane is ready, so the jobs already queued are run first (a lane
+//! held back by its cap is re-listed by the engine that finishes its running job, which then
+//! takes it). The pool joins every thread, then drops whatever a racing submit queued after
+//! the engines ended: its `ReplyTx` answers 500 on drop, so no waiter hangs. Idle threads are
+//! parked in the kernel (see `Queue` for why not in a channel's `recv`): zero CPU.
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};

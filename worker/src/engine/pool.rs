@@ -531,7 +531,7 @@ impl Refusal {
         match self {
             Refusal::Closed => "node shutting down",
             Refusal::NodeFull => "job queue full",
-            Refusal::AppFull => "the app's share of the job queue is full",
+            Refusal::AppFull => "job queue full (the app's share)",
             Refusal::Quarantined { .. } => "app quarantined",
         }
     }

@@ -124,6 +124,11 @@ impl Lane {
         list
     }
 
+    /// Marks the lane not listed (the ring refused it; see `Queue::list`).
+    pub(crate) fn unlist(&self) {
+        self.inner.lock().listed = false;
+    }
+
     /// Takes every queued job out (the pool is gone: dropping them answers their waiters 500).
     pub(crate) fn drain(&self, queued: &AtomicUsize) -> Vec<Queued> {
         let mut l = self.inner.lock();

@@ -207,11 +207,13 @@ impl Queue {
         }
     }
 
-    /// Lists `lane` as ready. Cannot overflow (see `ready`); if it ever did, the lane's jobs
-    /// would wait for the next submit or finish of that app rather than be lost.
+    /// Lists `lane` as ready. Cannot overflow (see `ready`); if it ever did, the lane is
+    /// marked unlisted again, so its jobs wait for the app's next submit or finish to list it
+    /// rather than never being run.
     fn list(&self, lane: Arc<Lane>) {
-        if self.ready.push(lane).is_err() {
+        if let Err(lane) = self.ready.push(lane) {
             log::error!("engine pool: ready ring full (a bug); a lane waits for its next job");
+            lane.unlist();
         }
     }
 

@@ -62,6 +62,14 @@ impl Admin {
             return Err(AdminError::not_found(format!("no app {app:?}")));
         };
         let was = !self.quarantine_json(app).is_null();
+        // Other nodes see the app changed by its content, here `updated_at_ms` (stamped with
+        // this node's clock): never stamp the same millisecond as the previous write. At most
+        // one or two 1 ms sleeps on the control thread, for a call made by hand.
+        while picloud_core::now_ms() <= info.updated_at_ms
+            && info.updated_at_ms.saturating_sub(picloud_core::now_ms()) < 2
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let written = self.store.put_app(app, &info.config)?;
         self.publisher.live().lift_quarantines([app]);
         Ok(json_response(

@@ -83,10 +83,11 @@ pub struct Limits {
     pub event_depth_max: usize,
 
     // --- fairness and quarantine (node-wide; `concurrency_max` may be overridden per app) ---
-    /// Engines one app may use at once. Past it the app's jobs wait in its own share of the
-    /// queue (`queue_len_max` × `concurrency_max` ÷ engines, at least 1); past that → 503
-    /// `overloaded` for that app only. The node default is a fair share, half the engines (at
-    /// least 1), set by the config when no knob is given; each node clamps it to its engines.
+    /// Engines one app may use at once. Past it the app's jobs wait in its own queue; with
+    /// `concurrency_max` plus its share of the queue (`queue_len_max` × `concurrency_max` ÷
+    /// engines, at least 1) in flight, more → 503 `overloaded` for that app only. The node
+    /// default is a fair share, half the engines (at least 1), set by the config when no knob
+    /// is given; each node clamps it to its engines.
     pub concurrency_max: usize,
     /// Failed runs (`timeout` or `limit_exceeded`) among an app's last
     /// `quarantine_window_runs` runs that quarantine it.

@@ -12,7 +12,8 @@ is thrown away and redone (after waiting up to 60 s for quiet), at most `--retri
 run; the thrown-away runs are listed under "disturbed" in the JSON.
 
 Each run starts a fresh node (PICLOUD_WORKERS=1, taskset -c 0; wrk 1 thread, 32 connections,
-taskset -c 1, as the `picloud` part of bench.py), installs the bench app, warms up 2 s and
+taskset -c 1, as the `picloud` part of bench.py; `--workers`, `--cpus` and `--wrk-cpu` change
+that layout, e.g. `--workers 2 --cpus 0,1 --wrk-cpu 0,1` for two engines sharing the machine), installs the bench app, warms up 2 s and
 measures. Runs alternate A, B, A, B, ... so drift on a shared machine hits both. Then the AFTER
 binary serves 5 s of traffic and is left idle for `--idle` seconds while its threads' CPU ticks
 and context switches are read from /proc. Prints JSON.
@@ -32,19 +33,24 @@ from benchlib import CpuWatch, Target, machine_info, run_wrk, thread_stats, wait
 BENCH = Path(__file__).resolve().parent
 
 
-def one_run(binary: str, duration: float, workload: str) -> dict:
+def one_run(binary: str, duration: float, workload: str, cpus: str = "0", workers: int = 1,
+            wrk_cpu: str = "1") -> dict:
     os.environ["BENCH_PICLOUD_BIN"] = binary
-    t = Target("picloud", "0", 1)
+    t = Target("picloud", cpus, workers)
     try:
         s = t.start()
         t.setup()
         url = f"{t.base_url}/bench/{workload}"
         # json POSTs the same small body as bench.py's json workload.
         script = BENCH / "wrk" / "json.lua" if workload == "json" else None
-        run_wrk(url, 2, 32, 1, script=script, latency=False)
+        run_wrk(url, 2, 32, 1, script=script, latency=False, cpus=wrk_cpu)
         watch = CpuWatch(s.pid)
-        r, _ = run_wrk(url, duration, 32, 1, script=script)
+        r, _ = run_wrk(url, duration, 32, 1, script=script, cpus=wrk_cpu)
         r.update(watch.read())
+        # The server's own CPU per request: less sensitive than req/s to a machine shared with
+        # other work (which shows up as other_cpu_pct), though caches are still shared.
+        if r.get("requests"):
+            r["server_cpu_us_per_req"] = round(r["server_cpu_s"] * 1e6 / r["requests"], 2)
         return r
     finally:
         t.stop()
@@ -92,6 +98,10 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=30)
     ap.add_argument("--workload", choices=["hello", "json"], default="hello")
     ap.add_argument("--max-other-cpu", type=float, default=None)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="engine threads of each node (default 1, pinned to --cpus)")
+    ap.add_argument("--cpus", default="0", help="taskset list for the node (default 0)")
+    ap.add_argument("--wrk-cpu", default="1", help="taskset list for wrk (default 1)")
     ap.add_argument("--retries", type=int, default=3)
     args = ap.parse_args()
     runs: dict[str, list[dict]] = {"before": [], "after": []}
@@ -101,8 +111,10 @@ def main() -> None:
             for attempt in range(args.retries + 1):
                 if args.max_other_cpu is not None:
                     wait_quiet(60)
-                r = one_run(getattr(args, name), args.duration, args.workload)
+                r = one_run(getattr(args, name), args.duration, args.workload, args.cpus,
+                            args.workers, args.wrk_cpu)
                 print(f"{name}: {r['rps']:.0f} req/s p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us "
+                      f"server CPU {r.get('server_cpu_us_per_req', '?')} us/req "
                       f"other CPU {r['other_cpu_pct']} %", flush=True)
                 if (args.max_other_cpu is None or r["other_cpu_pct"] <= args.max_other_cpu
                         or attempt == args.retries):
@@ -117,10 +129,12 @@ def main() -> None:
             "median_p50_us": statistics.median(r["p50_us"] for r in rs),
             "median_p99_us": statistics.median(r["p99_us"] for r in rs),
             "other_cpu_pct_max": max(r["other_cpu_pct"] for r in rs),
+            "server_cpu_us_per_req": [r.get("server_cpu_us_per_req") for r in rs],
         }
         for name, rs in runs.items()
     }
     out["workload"] = args.workload
+    out["layout"] = {"workers": args.workers, "cpus": args.cpus, "wrk_cpu": args.wrk_cpu}
     out["after_over_before"] = round(out["after"]["median_rps"] / out["before"]["median_rps"], 3)
     out["disturbed"] = disturbed
     out["idle_after"] = idle_check(args.after, args.idle)

@@ -111,7 +111,14 @@ fn limit_var(field: &str) -> String {
 pub fn limit_knobs() -> Vec<(String, String, String)> {
     limits_as_map(&Limits::default())
         .into_iter()
-        .map(|(k, v)| (limit_flag(&k), limit_var(&k), v.to_string()))
+        .map(|(k, v)| {
+            let default = if k == "concurrency_max" {
+                "half of --workers, at least 1".to_string()
+            } else {
+                v.to_string()
+            };
+            (limit_flag(&k), limit_var(&k), default)
+        })
         .collect()
 }
 
@@ -176,7 +183,14 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Se
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
+    let workers = count("--workers", "PICLOUD_WORKERS", cores)?;
     let mut limit_values = limits_as_map(&Limits::default());
+    // The node's default engine cap per app is a fair share of its engines, so it depends on
+    // `--workers`; a knob replaces it below.
+    limit_values.insert(
+        "concurrency_max".into(),
+        serde_json::Value::from(Limits::fair_concurrency(workers)),
+    );
     for (field, value) in limit_values.iter_mut() {
         let (flag, var) = (limit_flag(field), limit_var(field));
         if let Some(v) = get(&flag, &var) {
@@ -202,7 +216,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Se
             get("--data-dir", "PICLOUD_DATA_DIR").unwrap_or_else(|| "./picloud-data".into()),
         ),
         admin_token: get("--admin-token", "PICLOUD_ADMIN_TOKEN"),
-        workers: count("--workers", "PICLOUD_WORKERS", cores)?,
+        workers,
         io_threads: count("--io-threads", "PICLOUD_IO_THREADS", 1)?,
         invocation_logs: match get("--invocation-logs", "PICLOUD_INVOCATION_LOGS").as_deref() {
             None | Some("on") => true,
@@ -265,6 +279,30 @@ fn validate_limits(l: &Limits) -> Result<(), String> {
             max::OPERATIONS
         ));
     }
+    if l.concurrency_max > max::CONCURRENCY {
+        return Err(format!(
+            "PICLOUD_CONCURRENCY_MAX must be at most {}",
+            max::CONCURRENCY
+        ));
+    }
+    if l.quarantine_window_runs > max::QUARANTINE_WINDOW_RUNS {
+        return Err(format!(
+            "PICLOUD_QUARANTINE_WINDOW_RUNS must be at most {}",
+            max::QUARANTINE_WINDOW_RUNS
+        ));
+    }
+    if l.quarantine_failures_min > l.quarantine_window_runs {
+        return Err(format!(
+            "PICLOUD_QUARANTINE_FAILURES_MIN ({}) must be at most PICLOUD_QUARANTINE_WINDOW_RUNS ({})",
+            l.quarantine_failures_min, l.quarantine_window_runs
+        ));
+    }
+    if l.quarantine_cooldown_max_ms < l.quarantine_cooldown_ms {
+        return Err(format!(
+            "PICLOUD_QUARANTINE_COOLDOWN_MAX_MS ({}) must be at least PICLOUD_QUARANTINE_COOLDOWN_MS ({})",
+            l.quarantine_cooldown_max_ms, l.quarantine_cooldown_ms
+        ));
+    }
     if l.call_depth_max > max::CALL_DEPTH {
         return Err(format!(
             "PICLOUD_CALL_DEPTH_MAX must be at most {}",
@@ -294,7 +332,52 @@ mod tests {
         assert_eq!(s.admin_listen.to_string(), "127.0.0.1:8081");
         assert_eq!(s.data_dir, PathBuf::from("./picloud-data"));
         assert_eq!(s.database_url, None);
-        assert_eq!(s.limits, Limits::default());
+        assert_eq!(
+            s.limits,
+            Limits {
+                concurrency_max: Limits::fair_concurrency(s.workers),
+                ..Limits::default()
+            }
+        );
+    }
+
+    #[test]
+    fn concurrency_defaults_to_half_the_workers_and_has_a_knob() {
+        let four = parse_with(&[], &[("PICLOUD_WORKERS", "4")]).expect("4 workers");
+        assert_eq!(four.limits.concurrency_max, 2);
+        let one = parse_with(&[], &[("PICLOUD_WORKERS", "1")]).expect("1 worker");
+        assert_eq!(one.limits.concurrency_max, 1);
+        let set =
+            parse_with(&["--concurrency-max", "3"], &[("PICLOUD_WORKERS", "4")]).expect("knob");
+        assert_eq!(set.limits.concurrency_max, 3);
+        assert!(parse_with(&[], &[("PICLOUD_CONCURRENCY_MAX", "0")]).is_err());
+        assert!(parse_with(&[], &[("PICLOUD_CONCURRENCY_MAX", "5000")]).is_err());
+    }
+
+    #[test]
+    fn quarantine_knobs_are_checked_against_each_other() {
+        let s = parse_with(
+            &[],
+            &[
+                ("PICLOUD_QUARANTINE_FAILURES_MIN", "2"),
+                ("PICLOUD_QUARANTINE_WINDOW_RUNS", "3"),
+                ("PICLOUD_QUARANTINE_COOLDOWN_MS", "100"),
+                ("PICLOUD_QUARANTINE_COOLDOWN_MAX_MS", "400"),
+            ],
+        )
+        .expect("knobs");
+        assert_eq!(
+            (
+                s.limits.quarantine_failures_min,
+                s.limits.quarantine_window_runs,
+                s.limits.quarantine_cooldown_ms,
+                s.limits.quarantine_cooldown_max_ms
+            ),
+            (2, 3, 100, 400)
+        );
+        assert!(parse_with(&[], &[("PICLOUD_QUARANTINE_WINDOW_RUNS", "65")]).is_err());
+        assert!(parse_with(&[], &[("PICLOUD_QUARANTINE_FAILURES_MIN", "31")]).is_err());
+        assert!(parse_with(&[], &[("PICLOUD_QUARANTINE_COOLDOWN_MAX_MS", "1000")]).is_err());
     }
 
     #[test]

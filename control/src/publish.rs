@@ -66,6 +66,11 @@ impl Publisher {
             return Ok(published.revision);
         }
         let delta = self.store.changes_since(published.revision)?;
+        // Apps whose stored state differs from what is live: a deploy, a script or table
+        // change, a config write (an unquarantine is one) lifts the app's quarantine on this
+        // node. Compared by content, because the embedded store answers every delta with all
+        // apps; `published.apps` is sorted by name.
+        let changed: Vec<String>;
         if delta.revision < published.revision {
             // The store went back in time (a database restored from a backup): what it has
             // now is the truth, so start over from it.
@@ -75,9 +80,21 @@ impl Publisher {
                 delta.revision
             );
             *published = self.store.snapshot()?;
+            changed = published.apps.iter().map(|a| a.app.name.clone()).collect();
         } else if delta.revision == published.revision {
             return Ok(published.revision);
         } else {
+            changed = delta
+                .changed
+                .iter()
+                .filter(|a| {
+                    published
+                        .apps
+                        .binary_search_by(|o| o.app.name.as_str().cmp(a.app.name.as_str()))
+                        .map_or(true, |i| published.apps[i] != **a)
+                })
+                .map(|a| a.app.name.clone())
+                .collect();
             published.apply(delta);
         }
         let (catalog, warnings) = Catalog::build(&published, &self.limits);
@@ -91,6 +108,12 @@ impl Publisher {
         );
         let revision = catalog.revision;
         self.live.swap(catalog);
+        for app in self
+            .live
+            .lift_quarantines(changed.iter().map(String::as_str))
+        {
+            log::info!("app {app}: quarantine lifted on this node by a change of the app");
+        }
         for w in self.watchers.lock().iter() {
             let _ = w.try_send(());
         }

@@ -29,9 +29,10 @@ use chrono::{DateTime, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use picloud_core::{ScriptKind, Store};
+use picloud_core::{ErrorCode, ScriptKind, Store};
 use picloud_worker::dispatch::{Live, next_request_id};
-use picloud_worker::engine::{Job, Origin, ScriptRequest, Submitter};
+use picloud_worker::engine::{Job, Origin, Refusal, Refused, ScriptRequest, Submitter};
+use picloud_worker::metrics::AppStats;
 
 /// Parses a cron expression: `minute hour day-of-month month day-of-week`, or with a leading
 /// seconds field; names (`MON`, `JAN`) and `*/n` steps as in standard cron; no year field.
@@ -211,8 +212,31 @@ fn fire(live: &Live, store: &dyn Store, submitter: &Submitter, app: &str, name: 
             due_ms: due,
         },
     };
-    if submitter.try_submit(job).is_err() {
-        log::warn!("app {app}: schedule {name}: run at {due} dropped: job queue full");
+    // Not run now means not run for this due time (the claim is taken): say so in the log,
+    // and count a refused run in the app's errors like a refused request.
+    match submitter.submit(job) {
+        Ok(()) => {}
+        Err(Refused {
+            why: Refusal::Quarantined { retry_after_s },
+            ..
+        }) => {
+            log::info!(
+                "app {app}: schedule {name}: run at {due} skipped: app quarantined \
+                 (cool-down ends in {retry_after_s} s)"
+            );
+            if let Some(stats) = AppStats::of(app_entry) {
+                stats.count_error(ErrorCode::AppQuarantined);
+            }
+        }
+        Err(r) => {
+            log::warn!(
+                "app {app}: schedule {name}: run at {due} dropped: {}",
+                r.why.as_str()
+            );
+            if let Some(stats) = AppStats::of(app_entry) {
+                stats.count_error(ErrorCode::Overloaded);
+            }
+        }
     }
 }
 

@@ -56,6 +56,9 @@ pub enum ErrorCode {
     Timeout,
     /// The job queue is full or the node is draining.
     Overloaded,
+    /// The app is quarantined: too many of its recent runs failed with `timeout` or
+    /// `limit_exceeded`, so its requests are refused without running until a cool-down ends.
+    AppQuarantined,
     /// Body, headers or URI over their limit.
     TooLarge,
     /// Malformed request.
@@ -86,6 +89,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::AppQuarantined => "app_quarantined",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
@@ -106,7 +110,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ScriptError | ErrorCode::LimitExceeded | ErrorCode::Internal => 500,
             ErrorCode::Timeout => 504,
-            ErrorCode::Overloaded | ErrorCode::StoreUnavailable => 503,
+            ErrorCode::Overloaded | ErrorCode::AppQuarantined | ErrorCode::StoreUnavailable => 503,
             ErrorCode::TooLarge => 413,
             ErrorCode::BadRequest | ErrorCode::InvalidInput => 400,
             ErrorCode::Unauthorized => 401,
@@ -128,7 +132,11 @@ impl ErrorCode {
             | ErrorCode::CompileError
             | ErrorCode::Conflict
             | ErrorCode::InvalidInput => Fault::Client,
-            ErrorCode::ScriptError | ErrorCode::LimitExceeded | ErrorCode::Timeout => Fault::Script,
+            // A quarantine is a refusal the app's own failing runs caused.
+            ErrorCode::ScriptError
+            | ErrorCode::LimitExceeded
+            | ErrorCode::Timeout
+            | ErrorCode::AppQuarantined => Fault::Script,
             ErrorCode::Overloaded | ErrorCode::StoreUnavailable | ErrorCode::Internal => {
                 Fault::Platform
             }

@@ -82,6 +82,24 @@ pub struct Limits {
     /// How deep events may trigger events (`events::emit` from a triggered script, ...).
     pub event_depth_max: usize,
 
+    // --- fairness and quarantine (node-wide; `concurrency_max` may be overridden per app) ---
+    /// Engines one app may use at once. Past it the app's jobs wait in its own queue; with
+    /// `concurrency_max` plus its share of the queue (`queue_len_max` × `concurrency_max` ÷
+    /// engines, at least 1) in flight, more → 503 `overloaded` for that app only. The node
+    /// default is a fair share, half the engines (at least 1), set by the config when no knob
+    /// is given; each node clamps it to its engines.
+    pub concurrency_max: usize,
+    /// Failed runs (`timeout` or `limit_exceeded`) among an app's last
+    /// `quarantine_window_runs` runs that quarantine it.
+    pub quarantine_failures_min: usize,
+    /// How many of an app's latest runs the quarantine counts over (at most 64).
+    pub quarantine_window_runs: usize,
+    /// First cool-down of a quarantine; it doubles each time the run let through after it
+    /// fails again.
+    pub quarantine_cooldown_ms: u64,
+    /// Longest cool-down the doubling reaches.
+    pub quarantine_cooldown_max_ms: u64,
+
     // --- script (per app, may be overridden) ---
     /// Wall-clock deadline of one invocation; past it → 504 `timeout`.
     pub timeout_ms: u64,
@@ -135,6 +153,11 @@ impl Default for Limits {
             log_line_bytes_max: 2 * KIB,
             log_queue_len_max: 8_192,
             event_depth_max: 4,
+            concurrency_max: 1,
+            quarantine_failures_min: 20,
+            quarantine_window_runs: 30,
+            quarantine_cooldown_ms: 30_000,
+            quarantine_cooldown_max_ms: 600_000,
             audit_entries_max: 10_000,
             apps_max: 1_000,
             app_scripts_max: 1_000,
@@ -170,6 +193,11 @@ pub mod max {
     pub const OPERATIONS: u64 = 1_000_000_000;
     /// Deepest call nesting; engine threads' stacks are sized for this.
     pub const CALL_DEPTH: usize = 256;
+    /// Most engines an app may be allowed at once (the most engine threads a node may have);
+    /// each node also clamps an app's `concurrency_max` to its own engine count.
+    pub const CONCURRENCY: usize = 1024;
+    /// Longest quarantine window: the run outcomes are kept as bits of one `u64`.
+    pub const QUARANTINE_WINDOW_RUNS: usize = 64;
 }
 
 /// Per-app overrides of the script limits, as stored with the app (`"limits": {...}` in the
@@ -198,6 +226,9 @@ pub struct LimitOverrides {
     /// See [`Limits::map_len_max`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map_len_max: Option<usize>,
+    /// See [`Limits::concurrency_max`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_max: Option<usize>,
 }
 
 impl LimitOverrides {
@@ -231,6 +262,11 @@ impl LimitOverrides {
         )?;
         check("array_len_max", u(self.array_len_max), 100_000_000)?;
         check("map_len_max", u(self.map_len_max), 100_000_000)?;
+        check(
+            "concurrency_max",
+            u(self.concurrency_max),
+            max::CONCURRENCY as u64,
+        )?;
         Ok(())
     }
 }
@@ -246,7 +282,24 @@ impl Limits {
         l.string_bytes_max = o.string_bytes_max.unwrap_or(l.string_bytes_max);
         l.array_len_max = o.array_len_max.unwrap_or(l.array_len_max);
         l.map_len_max = o.map_len_max.unwrap_or(l.map_len_max);
+        l.concurrency_max = o
+            .concurrency_max
+            .unwrap_or(l.concurrency_max)
+            .clamp(1, max::CONCURRENCY);
         l
+    }
+
+    /// The node default of [`Limits::concurrency_max`] for a pool of `engines`: half of them,
+    /// at least 1, so one busy app leaves the other half to everyone else.
+    pub fn fair_concurrency(engines: usize) -> usize {
+        (engines / 2).max(1)
+    }
+
+    /// The share of the job queue one app may fill while it waits for engines: the queue in
+    /// proportion to the engines it may use (`concurrency` out of `engines`), at least 1.
+    pub fn app_queue_share(&self, concurrency: usize, engines: usize) -> usize {
+        let engines = engines.max(1);
+        (self.queue_len_max.saturating_mul(concurrency.min(engines)) / engines).max(1)
     }
 }
 
@@ -272,6 +325,33 @@ mod tests {
         assert!(too_long.validate().is_err());
         let zero = LimitOverrides {
             heap_bytes_max: Some(0),
+            ..Default::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn fair_share_is_half_the_engines_and_the_queue_in_proportion() {
+        assert_eq!(Limits::fair_concurrency(1), 1);
+        assert_eq!(Limits::fair_concurrency(2), 1);
+        assert_eq!(Limits::fair_concurrency(8), 4);
+        let l = Limits::default();
+        assert_eq!(l.app_queue_share(1, 2), l.queue_len_max / 2);
+        assert_eq!(l.app_queue_share(2, 2), l.queue_len_max);
+        // An app allowed more engines than the node has gets the whole queue, no more.
+        assert_eq!(l.app_queue_share(16, 2), l.queue_len_max);
+        let tiny = Limits {
+            queue_len_max: 1,
+            ..Limits::default()
+        };
+        assert_eq!(tiny.app_queue_share(1, 4), 1);
+        let o = LimitOverrides {
+            concurrency_max: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(l.with_overrides(&o).concurrency_max, 3);
+        let zero = LimitOverrides {
+            concurrency_max: Some(0),
             ..Default::default()
         };
         assert!(zero.validate().is_err());

@@ -2,8 +2,10 @@
 //!
 //! Owns: [`Live`], the slot holding the current [`Catalog`] (swapped whole, atomically, by
 //! the control plane), and [`Dispatcher`], the front end's [`Handler`] for public traffic:
-//! route lookup on the coroutine, request ids, handing a job to the engine pool with
-//! `try_send` (full → 503 at once), and parking the coroutine until the engine replies.
+//! route lookup on the coroutine, request ids, handing a job to the engine pool without
+//! blocking (the node's queue or the app's share full → 503 `overloaded`, the app quarantined →
+//! 503 `app_quarantined`, both at once with `Retry-After`), and parking the coroutine until the
+//! engine replies.
 //!
 //! Does not own: HTTP framing (the front end), running scripts (the engine pool), or building
 //! catalogs (the control plane). Never blocks the OS thread: the only wait is the reply
@@ -48,6 +50,12 @@ impl Live {
         self.catalog.store(Arc::new(catalog));
     }
 
+    /// Lifts the quarantine of the named apps on this node (the control plane calls it for
+    /// every app a new catalog changed). Returns those whose breaker was open.
+    pub fn lift_quarantines<'a>(&self, apps: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        self.apps.lift_quarantines(apps)
+    }
+
     /// The per-app stats of the live catalog's apps.
     pub fn app_stats(&self) -> Arc<AppRegistry> {
         self.apps.clone()
@@ -60,7 +68,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use picloud_core::{ErrorCode, Resolution};
 use serde_json::Value;
 
-use crate::engine::{Job, Origin, ReplyChannel, ScriptRequest, Submitter};
+use crate::engine::{Job, Origin, Refusal, Refused, ReplyChannel, ScriptRequest, Submitter};
 use crate::errors::error_response;
 use crate::http::{Handler, Request, Response};
 use crate::metrics;
@@ -172,20 +180,47 @@ impl Dispatcher {
             reply: Some(reply.sender()),
             origin: Origin::Http,
         };
-        if let Err(job) = self.submitter.try_submit(job) {
+        if let Err(Refused { job, why }) = self.submitter.submit(job) {
             // We answer this request ourselves; no fallback reply is wanted.
             if let Some(r) = job.reply {
                 r.cancel();
             }
-            metrics::count_overloaded();
-            if let Some(stats) = stats {
-                stats.count_error(ErrorCode::Overloaded);
-            }
-            let resp = error_response(
-                ErrorCode::Overloaded,
-                id,
-                vec![("message", Value::from("job queue full, retry later"))],
-            );
+            let resp = match why {
+                Refusal::Quarantined { retry_after_s } => {
+                    if let Some(stats) = stats {
+                        stats.count_error(ErrorCode::AppQuarantined);
+                    }
+                    error_response(
+                        ErrorCode::AppQuarantined,
+                        id,
+                        vec![(
+                            "message",
+                            Value::from(
+                                "the app's recent runs kept failing (timeout, limit_exceeded); \
+                                 it is not run until its cool-down ends",
+                            ),
+                        )],
+                    )
+                    .with_header("retry-after", retry_after_s.to_string())
+                }
+                Refusal::Closed | Refusal::NodeFull | Refusal::AppFull => {
+                    metrics::count_overloaded();
+                    if let Some(stats) = stats {
+                        stats.count_error(ErrorCode::Overloaded);
+                    }
+                    let message = match why {
+                        Refusal::AppFull => {
+                            "this app's share of the job queue is full, retry later"
+                        }
+                        _ => "job queue full, retry later",
+                    };
+                    error_response(
+                        ErrorCode::Overloaded,
+                        id,
+                        vec![("message", Value::from(message))],
+                    )
+                }
+            };
             return (resp, stats);
         }
         metrics::count_script_run();

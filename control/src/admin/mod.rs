@@ -261,6 +261,7 @@ impl Admin {
             Call::GetApp => self.get_app(app),
             Call::PutApp => changed(self.put_app(app, &req.body)),
             Call::DeleteApp => changed(self.delete_app(app)),
+            Call::Unquarantine => changed(self.unquarantine(app)),
             Call::ListScripts => self.list_scripts(app),
             Call::GetScript => self.get_script(app, name),
             Call::PutScript => changed(self.put_script(app, name, &req.query, &req.body)),

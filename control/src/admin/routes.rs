@@ -20,6 +20,7 @@ pub enum Call {
     GetApp,
     PutApp,
     DeleteApp,
+    Unquarantine,
     ListScripts,
     GetScript,
     PutScript,
@@ -107,6 +108,13 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/v1/apps/{app}", Call::GetApp, App(Read)),
     r("PUT", "/v1/apps/{app}", Call::PutApp, App(Admin)),
     r("DELETE", "/v1/apps/{app}", Call::DeleteApp, App(Admin)),
+    // Lifting a quarantine changes no code or setting: whoever may deploy the fix may lift it.
+    r(
+        "POST",
+        "/v1/apps/{app}/unquarantine",
+        Call::Unquarantine,
+        App(Deploy),
+    ),
     r(
         "GET",
         "/v1/apps/{app}/scripts",

@@ -101,9 +101,9 @@ impl Admin {
         // Quiet apps (no ring yet) share one empty window instead of each building its own.
         let empty = Window::new();
         for (name, stats) in apps.iter().filter(|(n, _)| token.apps.covers(n)) {
-            let own = stats.has_recent().then(|| {
+            let own = stats.stats.has_recent().then(|| {
                 let mut w = Window::new();
-                stats.add_recent(now_s, &mut w);
+                stats.stats.add_recent(now_s, &mut w);
                 w
             });
             let w = own.as_ref().unwrap_or(&empty);

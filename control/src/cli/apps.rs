@@ -1,7 +1,7 @@
-//! `picloud apps` and `picloud app create|show|delete APP`: the apps of a node.
+//! `picloud apps` and `picloud app create|show|delete|unquarantine APP`: the apps of a node.
 //!
-//! Owns: those commands' admin calls (`GET /v1/apps`, `GET|PUT|DELETE /v1/apps/APP`) and what
-//! they print. Does not own: what an app's settings mean or how they are checked (the node).
+//! Owns: those commands' admin calls (`GET /v1/apps`, `GET|PUT|DELETE /v1/apps/APP`,
+//! `POST /v1/apps/APP/unquarantine`) and what they print. Does not own: what an app's settings mean or how they are checked (the node).
 //!
 //! `app create` reads the app first and refuses an existing one: `PUT /v1/apps/APP` replaces
 //! the whole configuration, so a create on an existing app would silently reset its hosts,
@@ -91,6 +91,16 @@ pub fn show(opts: &ClientOpts, app: &str) -> Result<(), CliError> {
         Some(Value::Object(m)) if !m.is_empty() => Value::Object(m.clone()).to_string(),
         _ => "node defaults".into(),
     };
+    // The node that answered says whether it quarantines the app (breakers are per node).
+    let quarantine = match answer.get("quarantine") {
+        Some(q @ Value::Object(_)) => format!(
+            "since {} until {}: {}",
+            ms_time(q.get("since_ms")),
+            ms_time(q.get("until_ms")),
+            cell(q.get("reason"))
+        ),
+        _ => "no".into(),
+    };
     let lines = [
         ("name", cell(answer.get("name"))),
         ("hosts", cell(answer.get("hosts"))),
@@ -98,12 +108,45 @@ pub fn show(opts: &ClientOpts, app: &str) -> Result<(), CliError> {
         ("limits", limits),
         ("created", cell(answer.get("created_at"))),
         ("updated", cell(answer.get("updated_at"))),
+        ("quarantine", quarantine),
     ];
     let mut text = String::new();
     for (key, value) in lines {
         text.push_str(&format!("{key:<8} {}\n", output::clean(&value)));
     }
     output::print(&text);
+    Ok(())
+}
+
+/// A Unix-millisecond time as RFC 3339 UTC (seconds), or its raw value if it is not one.
+fn ms_time(value: Option<&Value>) -> String {
+    match value.and_then(Value::as_u64) {
+        Some(ms) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string(),
+        None => cell(value),
+    }
+}
+
+/// `picloud app unquarantine APP`: `unquarantined APP` (or `APP was not quarantined on this
+/// node` — other nodes still lift theirs, since the call is a catalog change either way).
+pub fn unquarantine(opts: &ClientOpts, app: &str) -> Result<(), CliError> {
+    let (_, answer) = opts.client()?.call_json(
+        "POST",
+        &format!("/v1/apps/{}/unquarantine", seg(app)),
+        Body::None,
+    )?;
+    if opts.json {
+        output::json(&answer);
+    } else if answer.get("was_quarantined").and_then(Value::as_bool) == Some(true) {
+        output::line(&format!("unquarantined {}", output::clean(app)));
+    } else {
+        output::line(&format!(
+            "{} was not quarantined on this node (lifted on every node that had it)",
+            output::clean(app)
+        ));
+    }
     Ok(())
 }
 

@@ -222,7 +222,7 @@ pub enum Command {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Create, show or delete an app
+    /// Create, show, delete or unquarantine an app
     #[command(subcommand)]
     App(AppCommand),
     /// List an app's scripts
@@ -333,8 +333,15 @@ pub enum AppCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Print an app's settings
+    /// Print an app's settings, and its quarantine on the node asked
     Show {
+        /// The app
+        app: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Lift an app's quarantine (on every node: it is a catalog change)
+    Unquarantine {
         /// The app
         app: String,
         #[command(flatten)]
@@ -539,6 +546,9 @@ pub fn run(command: Command) -> Option<ExitCode> {
         }) => finish(apps::create(&opts, &app, &hosts, debug)),
         Command::App(AppCommand::Delete { app, opts }) => finish(apps::delete(&opts, &app)),
         Command::App(AppCommand::Show { app, opts }) => finish(apps::show(&opts, &app)),
+        Command::App(AppCommand::Unquarantine { app, opts }) => {
+            finish(apps::unquarantine(&opts, &app))
+        }
         Command::Scripts { app, opts } => finish(scripts::list(&opts, &app)),
         Command::Script(ScriptCommand::Get { app, name, opts }) => {
             finish(scripts::get(&opts, &app, &name))

@@ -1,6 +1,8 @@
 //! The engine pool: where Rhai scripts run, sandboxed and bounded, off the request coroutines.
 //!
-//! Owns: the pinned engine threads and their bounded job queue ([`Pool`], [`Job`]), the sandbox
+//! Owns: the pinned engine threads and their bounded job queue ([`Pool`], [`Job`]) with its
+//! per-app lanes served round robin under each app's engine cap (`fair.rs`), the per-app
+//! quarantine ([`Breaker`], `breaker.rs`), the sandbox
 //! every `rhai::Engine` is built with and the per-invocation budget (`sandbox.rs`), the
 //! process's counting global allocator behind the heap cap ([`CountingAlloc`]), the shared AST
 //! cache and save-time compile checks ([`AstCache`], [`compile_check`]), modules (`import`
@@ -27,7 +29,9 @@
 
 mod alloc;
 mod ast_cache;
+mod breaker;
 mod contract;
+mod fair;
 mod growth;
 mod modules;
 mod nesting;
@@ -38,10 +42,13 @@ pub mod sdk;
 
 pub use alloc::CountingAlloc;
 pub use ast_cache::{AstCache, CompileError, compile_check};
+pub use breaker::{Admit, Breaker, Outcome, Quarantine};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
+pub use fair::Lane;
 pub use modules::{Analysis, ModuleCache, analyze};
 pub use pool::{
-    ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Origin, Pool, PoolConfig, Submitter,
+    ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Origin, Pool, PoolConfig, Refusal,
+    Refused, Submitter,
 };
 pub use reply::{ReplyChannel, ReplyTx};
 pub use sandbox::CLOCK_CHECK_EVERY_OPS;

@@ -1,41 +1,47 @@
 //! The engine [`Pool`]: N pinned OS threads with large stacks, each owning frozen Rhai engines,
-//! fed by one bounded job queue; and the running of one [`Job`] under `catch_unwind`.
+//! fed by per-app lanes (`fair.rs`) under one bound; and the running of one [`Job`] under
+//! `catch_unwind`.
 //!
-//! Owns: thread lifecycle (spawn, core pinning, join on shutdown), the bounded queue and its
-//! never-blocking [`Pool::try_submit`], each thread's set of frozen engines ([`Engines`]), and
-//! the sequence of one invocation (AST lookup, scope, budget, eval, post-checks, response).
+//! Owns: thread lifecycle (spawn, core pinning, join on shutdown), the ready ring of lanes and
+//! the never-blocking [`Submitter::submit`] (breaker, lane, node bound, in that order), each
+//! thread's set of frozen engines ([`Engines`]), and the sequence of one invocation (AST
+//! lookup, scope, budget, eval, post-checks, the breaker's outcome, response).
 //! Does not own: the sandbox settings and budget (`sandbox.rs`), the request/response contract
-//! (`contract.rs`), the reply primitive (`reply.rs`), or deciding what to run (the dispatcher).
+//! (`contract.rs`), the reply primitive (`reply.rs`), a lane's bookkeeping (`fair.rs`), the
+//! breaker's states (`breaker.rs`), or deciding what to run (the dispatcher).
 //!
 //! Lifecycle: `Pool` owns every `JoinHandle`; [`Submitter`]s (cheap clones handed to the
-//! dispatcher) share the queue's sender. Because a submitter may outlive the pool, dropping a
-//! sender cannot be the shutdown message; instead [`Pool::shutdown`] (or dropping the pool)
-//! marks the queue closed (every later `try_submit` fails at once → 503), then queues one
-//! `Exit` per thread behind the jobs already queued, so each thread finishes those jobs, takes
-//! its `Exit` and ends, and the pool joins every thread. A job that slipped in after the exits
-//! is dropped with the queue, and its `ReplyTx` answers 500 on drop: no waiter hangs. Idle
-//! threads are parked in the kernel (see `Queue` for why not in `recv`): zero CPU.
+//! dispatcher) share the queue. Because a submitter may outlive the pool, dropping one cannot be
+//! the shutdown message; instead [`Pool::shutdown`] (or dropping the pool) marks the queue
+//! closed (every later submit fails at once → 503) and wakes every engine; an engine ends when
+//! the queue is closed and no lane is ready, so the jobs already queued are run first (a lane
+//! held back by its cap is re-listed by the engine that finishes its running job, which then
+//! takes it). The pool joins every thread, then drops whatever a racing submit queued after
+//! the engines ended: its `ReplyTx` answers 500 on drop, so no waiter hangs. Idle threads are
+//! parked in the kernel (see `Queue` for why not in a channel's `recv`): zero CPU.
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::{self, JoinHandle, Thread};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_queue::ArrayQueue;
 use may::sync::Blocker;
 use parking_lot::Mutex;
 use picloud_core::{CatalogApp, CatalogScript, Limits};
 use rhai::{Dynamic, Engine, Scope};
 
 use super::ast_cache::AstCache;
+use super::breaker::{Admit, Outcome};
 use super::contract::{self, RequestObj, ScriptFailure, ScriptRequest, SizeCaps};
+use super::fair::{Full, Lane, Queued};
 use super::modules::{self, AppModules, ModuleCache};
 use super::reply::ReplyTx;
 use super::sandbox::{self, EngineOptions, EngineProfile, build_engine};
 use super::sdk::{self, EventSubmit, Services};
 use crate::http::Response;
-use crate::metrics::AppStats;
+use crate::metrics::{AppState, AppStats};
 use picloud_core::services::{InvocationRecord, InvocationSink, TriggerKind};
 
 /// Stack of each engine thread. Measured with `call_depth_max` = 256 (the hard maximum) and
@@ -142,18 +148,10 @@ impl PoolConfig {
     }
 }
 
-/// What travels on the queue. `Run` is much larger than `Exit`, but boxing it would cost an
-/// allocation per request to shrink a message sent once per thread at shutdown.
-#[allow(clippy::large_enum_variant)]
-enum Work {
-    Run(Job),
-    /// Ends the engine thread that takes it (one per thread, sent at shutdown).
-    Exit,
-}
-
-/// The queue, shared by the pool, every [`Submitter`] and the engine threads.
+/// The queue, shared by the pool, every [`Submitter`] and the engine threads: per-app lanes
+/// (`fair.rs`) and a lock-free ring of the lanes that have a job and a free engine slot.
 ///
-/// Why the engine threads park themselves instead of blocking in crossbeam's `recv`, and why
+/// Why the engine threads park themselves instead of blocking in a channel's `recv`, and why
 /// replies go through a pump: every synchronous wake-up of the other side (a futex wake of an
 /// engine thread per job, an eventfd write per reply) makes the kernel switch threads at once
 /// when they share a core, so nothing batches (measured: ~0.6 switches per request each way).
@@ -163,12 +161,24 @@ enum Work {
 /// (a local queue push each). Replies never wait behind a slow job: `on_progress` flushes them
 /// once they are [`REPLY_DELAY_MAX`] old.
 struct Queue {
-    tx: Sender<Work>,
-    rx: Receiver<Work>,
-    /// Set once at shutdown; checked before every send so a closing pool refuses new work.
+    /// Lanes listed as ready, served round robin. Each lane is listed at most once and only
+    /// while it holds a queued job, so it never holds more than `queue_len_max` entries.
+    ready: ArrayQueue<Arc<Lane>>,
+    /// Jobs queued in all lanes together (reserved by `Lane::push`), at most `queue_len_max`.
+    queued: AtomicUsize,
+    queue_len_max: usize,
+    /// The lane of jobs whose app has no attached state (catalogs never made live: tests,
+    /// benches); its cap is every engine, as before per-app lanes existed.
+    default_lane: Arc<Lane>,
+    /// The node's limits (for the app queue share).
+    limits: Limits,
+    /// Set once at shutdown; checked before every submit so a closing pool refuses new work,
+    /// and by engine threads, which end when it is set and no lane is ready.
     closed: AtomicBool,
-    /// Engine threads that found the queue empty and parked (or are about to).
+    /// Engine threads that found no ready lane and parked (or are about to).
     parked: Mutex<Vec<Thread>>,
+    /// `parked.len()`, readable without the lock (an engine that re-lists a lane checks it).
+    parked_len: AtomicUsize,
     /// Engine threads started (for the busy-engines gauge: those not in `parked`).
     workers: usize,
     /// Started on the first submit from a coroutine (so a pool used only from plain threads
@@ -183,37 +193,82 @@ pub(crate) const REPLY_DELAY_MAX: std::time::Duration = std::time::Duration::fro
 impl Queue {
     /// Wakes as many parked engine threads as there are queued jobs (all of them with `all`).
     fn wake_engines(&self, all: bool) {
-        let mut queued = if all { usize::MAX } else { self.rx.len() };
+        let mut queued = if all {
+            usize::MAX
+        } else {
+            self.queued.load(Ordering::Acquire)
+        };
         let mut parked = self.parked.lock();
         while queued > 0 {
             let Some(t) = parked.pop() else { break };
+            self.parked_len.store(parked.len(), Ordering::Release);
             t.unpark();
             queued -= 1;
         }
     }
 
-    /// The next job for an engine thread, parking while the queue is empty.
-    fn next_work(&self) -> Work {
+    /// Lists `lane` as ready. Cannot overflow (see `ready`); if it ever did, the lane is
+    /// marked unlisted again, so its jobs wait for the app's next submit or finish to list it
+    /// rather than never being run.
+    fn list(&self, lane: Arc<Lane>) {
+        if let Err(lane) = self.ready.push(lane) {
+            log::error!("engine pool: ready ring full (a bug); a lane waits for its next job");
+            lane.unlist();
+        }
+    }
+
+    /// The next job for an engine thread, parking while no lane is ready; `None` once the
+    /// pool is closed and nothing is ready.
+    fn next_job(&self) -> Option<(Queued, Arc<Lane>)> {
         loop {
-            if let Ok(w) = self.rx.try_recv() {
-                return w;
+            if let Some(got) = self.try_take() {
+                return Some(got);
             }
-            // Announce, then re-check: a job pushed before the announcement is seen by the
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            // Announce, then re-check: a lane listed before the announcement is seen by the
             // re-check; a waker that runs after it finds this thread in `parked`. An unpark
             // that lands before `park` makes `park` return at once.
             let me = thread::current();
-            self.parked.lock().push(me.clone());
-            if let Ok(w) = self.rx.try_recv() {
+            {
+                let mut parked = self.parked.lock();
+                parked.push(me.clone());
+                self.parked_len.store(parked.len(), Ordering::Release);
+            }
+            if !self.ready.is_empty() || self.closed.load(Ordering::Acquire) {
                 self.unlist(&me);
-                return w;
+                continue;
             }
             thread::park();
             self.unlist(&me);
         }
     }
 
+    /// Takes one job from the lane at the head of the ring, putting the lane back at the tail
+    /// when it has more work and room (round robin). Skips lanes that turned out to be at
+    /// their cap.
+    fn try_take(&self) -> Option<(Queued, Arc<Lane>)> {
+        while let Some(lane) = self.ready.pop() {
+            let (job, relist) = lane.take(&self.queued);
+            if relist {
+                self.list(lane.clone());
+                // Another engine may sleep while this lane has more work it may run.
+                if self.parked_len.load(Ordering::Acquire) > 0 {
+                    self.wake_engines(false);
+                }
+            }
+            if let Some(job) = job {
+                return Some((job, lane));
+            }
+        }
+        None
+    }
+
     fn unlist(&self, me: &Thread) {
-        self.parked.lock().retain(|t| t.id() != me.id());
+        let mut parked = self.parked.lock();
+        parked.retain(|t| t.id() != me.id());
+        self.parked_len.store(parked.len(), Ordering::Release);
     }
 
     /// After a job was queued: wake an engine thread now (plain thread) or at the end of the
@@ -395,7 +450,8 @@ fn hold_reply(reply: ReplyTx, resp: Response) {
 }
 
 /// Queues the runs an event triggers (the SDK's `events::emit`), on the same pool and its
-/// bounded queue: a full queue is an error the emitting script sees.
+/// bounded queue: a full queue (the node's, or the app's share) is an error the emitting script
+/// sees; a quarantined app's triggers are skipped (logged, not an error).
 struct PoolEvents {
     submitter: Submitter,
 }
@@ -411,7 +467,8 @@ impl EventSubmit for PoolEvents {
         let Some(scripts) = app.triggers.get(name) else {
             return Ok(0);
         };
-        for (queued, script) in scripts.iter().enumerate() {
+        let mut queued = 0;
+        for script in scripts {
             let id = crate::dispatch::next_request_id();
             let job = Job {
                 app: app.clone(),
@@ -429,15 +486,65 @@ impl EventSubmit for PoolEvents {
                     depth,
                 },
             };
-            if self.submitter.try_submit(job).is_err() {
-                return Err(format!(
-                    "job queue full: {queued} of {} triggered runs queued",
-                    scripts.len()
-                ));
+            match self.submitter.submit(job) {
+                Ok(()) => queued += 1,
+                Err(Refused {
+                    why: Refusal::Quarantined { .. },
+                    ..
+                }) => {
+                    log::info!(
+                        "app {}: event {name:?}: trigger {} skipped: app quarantined",
+                        app.name,
+                        script.name
+                    );
+                }
+                Err(r) => {
+                    return Err(format!(
+                        "{}: {queued} of {} triggered runs queued",
+                        r.why.as_str(),
+                        scripts.len()
+                    ));
+                }
             }
         }
-        Ok(scripts.len())
+        Ok(queued)
     }
+}
+
+/// Why a job was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The pool is shutting down.
+    Closed,
+    /// The node's queue (`queue_len_max`) is full.
+    NodeFull,
+    /// The app is at its engine cap and its share of the queue is full.
+    AppFull,
+    /// The app is quarantined (`breaker.rs`).
+    Quarantined {
+        /// Seconds until its cool-down ends (at least 1).
+        retry_after_s: u64,
+    },
+}
+
+impl Refusal {
+    /// In words, for messages and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Closed => "node shutting down",
+            Refusal::NodeFull => "job queue full",
+            Refusal::AppFull => "job queue full (the app's share)",
+            Refusal::Quarantined { .. } => "app quarantined",
+        }
+    }
+}
+
+/// A job the pool did not take, given back with the reason.
+pub struct Refused {
+    /// The job, untouched (its `reply` still unsent).
+    pub job: Job,
+    /// Why.
+    pub why: Refusal,
 }
 
 /// A cheap, cloneable handle that submits jobs to a [`Pool`] (for the dispatcher). It does not
@@ -446,31 +553,81 @@ impl EventSubmit for PoolEvents {
 pub struct Submitter(Arc<Queue>);
 
 impl Submitter {
-    /// Queues a job without ever blocking. A full queue (or a pool shutting down) gives the job
-    /// back: the caller answers 503 `overloaded` (and may `job.reply.cancel()`).
+    /// Queues a job without ever blocking, in its app's lane. Refused, the job comes back with
+    /// the reason: the node's queue or the app's share is full, the pool is closing (the caller
+    /// answers 503 `overloaded`), or the app is quarantined (503 `app_quarantined`).
     // The job comes back by value (no allocation on the overload path); it is a few hundred
     // bytes, moved once.
     #[allow(clippy::result_large_err)]
-    pub fn try_submit(&self, job: Job) -> Result<(), Job> {
-        // Relaxed: a submit racing with shutdown may still get in; it is then either run
-        // (queued before the exits) or dropped with the queue (its ReplyTx answers 500).
-        if self.0.closed.load(Ordering::Relaxed) {
-            return Err(job);
+    pub fn submit(&self, job: Job) -> Result<(), Refused> {
+        let q = &self.0;
+        // Relaxed: a submit racing with shutdown may still get in; the engines drain every
+        // lane before they end, and the pool drops what is left after joining them.
+        if q.closed.load(Ordering::Relaxed) {
+            return Err(Refused {
+                job,
+                why: Refusal::Closed,
+            });
         }
-        self.0.tx.try_send(Work::Run(job)).map_err(|e| match e {
-            TrySendError::Full(w) | TrySendError::Disconnected(w) => match w {
-                Work::Run(job) => job,
-                // We only ever try_send `Run`.
-                Work::Exit => unreachable!("try_submit sends only jobs"),
-            },
-        })?;
-        self.0.ring();
-        Ok(())
+        // A reference count for the app while its job moves into the lane (the state is
+        // borrowed from it).
+        let app = job.app.clone();
+        let state = AppState::of(&app);
+        let probe = match state.map(|s| s.breaker.admit(picloud_core::now_ms)) {
+            None | Some(Admit::Run) => false,
+            Some(Admit::Probe) => true,
+            Some(Admit::Refuse { retry_after_s }) => {
+                return Err(Refused {
+                    job,
+                    why: Refusal::Quarantined { retry_after_s },
+                });
+            }
+        };
+        let (lane, cap) = match state {
+            Some(s) => (&s.lane, app.limits.concurrency_max.clamp(1, q.workers)),
+            None => (&q.default_lane, q.workers),
+        };
+        let share = q.limits.app_queue_share(cap, q.workers);
+        match lane.push(
+            Queued { job, probe },
+            cap,
+            share,
+            &q.queued,
+            q.queue_len_max,
+        ) {
+            Ok(list) => {
+                if list {
+                    q.list(lane.clone());
+                }
+                q.ring();
+                Ok(())
+            }
+            Err((queued, full)) => {
+                if queued.probe
+                    && let Some(s) = state
+                {
+                    s.breaker.probe_not_queued();
+                }
+                Err(Refused {
+                    job: queued.job,
+                    why: match full {
+                        Full::Node => Refusal::NodeFull,
+                        Full::App => Refusal::AppFull,
+                    },
+                })
+            }
+        }
     }
 
-    /// Jobs waiting in the queue (not counting those running).
+    /// [`Submitter::submit`] without the reason: a refused job comes back as it was.
+    #[allow(clippy::result_large_err)]
+    pub fn try_submit(&self, job: Job) -> Result<(), Job> {
+        self.submit(job).map_err(|r| r.job)
+    }
+
+    /// Jobs waiting in the queue, all apps together (not counting those running).
     pub fn queue_len(&self) -> usize {
-        self.0.tx.len()
+        self.0.queued.load(Ordering::Relaxed)
     }
 
     /// Engine threads of the pool.
@@ -515,7 +672,6 @@ impl Pool {
         let ast_cache = Arc::new(AstCache::with_options(limits, options));
         let module_cache = Arc::new(ModuleCache::new(limits));
         let resolver = AppModules::new(module_cache.clone(), ast_cache.clone());
-        let (tx, rx) = crossbeam_channel::bounded(limits.queue_len_max);
         let cores = if config.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -524,10 +680,16 @@ impl Pool {
         let node_profile = EngineProfile::of(limits);
         let mut pool = Pool {
             queue: Submitter(Arc::new(Queue {
-                tx,
-                rx,
+                // Each lane is listed at most once and only with a queued job: at most
+                // `queue_len_max` entries (+1 so a zero-length queue still builds).
+                ready: ArrayQueue::new(limits.queue_len_max + 1),
+                queued: AtomicUsize::new(0),
+                queue_len_max: limits.queue_len_max,
+                default_lane: Arc::new(Lane::default()),
+                limits: limits.clone(),
                 closed: AtomicBool::new(false),
                 parked: Mutex::new(Vec::with_capacity(workers)),
+                parked_len: AtomicUsize::new(0),
                 workers,
                 doorbell: OnceLock::new(),
                 pump: OnceLock::new(),
@@ -624,20 +786,9 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         let queue = &self.queue.0;
-        queue.closed.store(true, Ordering::Relaxed);
-        for _ in 0..self.threads.len() {
-            // FIFO puts every exit behind the jobs already queued. When the queue is full, wake
-            // the threads and wait for them to drain it (they are alive and never wait on us).
-            let mut exit = Work::Exit;
-            loop {
-                match queue.tx.try_send(exit) {
-                    Ok(()) => break,
-                    Err(TrySendError::Full(w) | TrySendError::Disconnected(w)) => exit = w,
-                }
-                queue.wake_engines(true);
-                thread::sleep(std::time::Duration::from_millis(1));
-            }
-        }
+        // Engines take every ready job first and end only when nothing is ready, so the jobs
+        // already queued are run (each bounded by its app's deadline).
+        queue.closed.store(true, Ordering::Release);
         queue.wake_engines(true);
         for h in self.threads.drain(..) {
             // A thread only ends by panicking outside `catch_unwind` (a bug); its jobs' replies
@@ -645,6 +796,11 @@ impl Drop for Pool {
             if h.join().is_err() {
                 log::error!("an engine thread panicked outside a job");
             }
+        }
+        // A submit that raced with the close may have queued a job after the engines ended:
+        // dropping it answers its waiter 500 (`ReplyTx`'s fallback) instead of leaving it hang.
+        while let Some(lane) = queue.ready.pop() {
+            drop(lane.drain(&queue.queued));
         }
     }
 }
@@ -685,7 +841,7 @@ impl InlineRunner {
         script: &CatalogScript,
         request: ScriptRequest,
     ) -> Response {
-        self.runner.run(app, script, request, &Origin::Http)
+        self.runner.run(app, script, request, &Origin::Http, false)
     }
 }
 
@@ -739,20 +895,21 @@ impl Engines {
     }
 }
 
-/// The body of an engine thread: take a job, run it, reply; until the queue is closed.
+/// The body of an engine thread: take a job, run it, reply; until the pool is closed and no
+/// lane is ready.
 fn engine_main(queue: &Queue, mut runner: Runner) {
     loop {
-        // Jobs queued back to back run back to back; their replies go out together when the
-        // queue is empty (or earlier, see `flush_replies_if_stale`).
-        let work = match queue.rx.try_recv() {
-            Ok(w) => w,
-            Err(_) => {
+        // Jobs queued back to back run back to back; their replies go out together when no
+        // lane is ready (or earlier, see `flush_replies_if_stale`).
+        let next = match queue.try_take() {
+            Some(got) => Some(got),
+            None => {
                 flush_replies();
                 runner.flush_records();
-                queue.next_work()
+                queue.next_job()
             }
         };
-        let Work::Run(job) = work else {
+        let Some((Queued { job, probe }, lane)) = next else {
             flush_replies();
             runner.flush_records();
             return;
@@ -771,9 +928,13 @@ fn engine_main(queue: &Queue, mut runner: Runner) {
             reply,
             origin,
         } = job;
-        let resp = runner.run(&app, &script, request, &origin);
+        let resp = runner.run(&app, &script, request, &origin, probe);
         if let Some(reply) = reply {
             hold_reply(reply, resp);
+        }
+        // The app's slot is free: its lane goes back on the ring if it has a backlog.
+        if lane.finish() {
+            queue.list(lane);
         }
     }
 }
@@ -831,6 +992,7 @@ impl Runner {
         script: &CatalogScript,
         request: ScriptRequest,
         origin: &Origin,
+        probe: bool,
     ) -> Response {
         let request_id = request.id.clone();
         let started = std::time::Instant::now();
@@ -854,7 +1016,7 @@ impl Runner {
         }));
         // Always, because a panic skips the calls inside `invoke`. Idempotent.
         sandbox::end_invocation();
-        let lines = sdk::finish();
+        let mut lines = sdk::finish();
         let (mut resp, error) = match outcome {
             Ok(Ok(resp)) => (resp, None),
             Ok(Err(failure)) => {
@@ -882,8 +1044,18 @@ impl Runner {
                 )
             }
         };
-        if let (Some(code), Some(stats)) = (error, AppStats::of(app)) {
-            stats.count_error(code);
+        if let Some(state) = AppState::of(app) {
+            if let Some(code) = error {
+                state.stats.count_error(code);
+            }
+            // The breaker sees every run's outcome (one relaxed load for a healthy app).
+            if let Some(line) = state.breaker.record(Outcome::of(error), probe, &app.limits) {
+                log::warn!("app {}: {line}", app.name);
+                lines.push(picloud_core::services::LogLine {
+                    level: "warn".into(),
+                    message: line,
+                });
+            }
         }
         if app.debug {
             resp.headers.push((

@@ -1,4 +1,6 @@
-//! Per-app request statistics: what answers "which app is hurting".
+//! Per-app request statistics: what answers "which app is hurting"; and [`AppState`], everything
+//! the data plane keeps per app across catalog swaps (these stats, the app's engine-pool
+//! [`Lane`] and its quarantine [`Breaker`]), attached to the catalog's app.
 //!
 //! Owns: [`AppStats`] (one per app in the live catalog: responses by status class, a
 //! duration histogram, errors by public error code, limit hits by kind, all relaxed atomics)
@@ -29,14 +31,37 @@ use picloud_core::{Catalog, CatalogApp, ErrorCode, LimitKind};
 
 use super::histogram::{Histogram, HistogramSnapshot};
 use super::recent::{self, RecentTraffic, Window};
+use crate::engine::{Breaker, Lane};
+
+/// What the data plane keeps per app, by name, across catalog swaps: reached from the resolved
+/// `CatalogApp` through its `AppSlot` (a pointer read, no lock). The lane and the breaker are
+/// per node and in memory only (nodes share nothing but the database).
+#[derive(Default)]
+pub struct AppState {
+    /// Counters and the recent-traffic ring.
+    pub stats: AppStats,
+    /// The app's jobs waiting for an engine (`engine/fair.rs`).
+    pub lane: Arc<Lane>,
+    /// The app's quarantine (`engine/breaker.rs`).
+    pub breaker: Breaker,
+}
+
+impl AppState {
+    /// The state attached to `app` by the live catalog, if any (catalogs never made live have
+    /// none: their jobs share the pool's default lane and have no breaker).
+    pub fn of(app: &CatalogApp) -> Option<&AppState> {
+        app.attached.get::<AppState>()
+    }
+}
 
 /// The error codes a routed request or a run can end with, in the order they are rendered.
 /// Codes answered before routing (framing, 404/405) are not per app.
-pub const APP_ERROR_CODES: [ErrorCode; 5] = [
+pub const APP_ERROR_CODES: [ErrorCode; 6] = [
     ErrorCode::ScriptError,
     ErrorCode::LimitExceeded,
     ErrorCode::Timeout,
     ErrorCode::Overloaded,
+    ErrorCode::AppQuarantined,
     ErrorCode::Internal,
 ];
 
@@ -94,7 +119,7 @@ impl AppStats {
     /// The stats attached to `app` by the live catalog, if any (catalogs never made live, e.g.
     /// in benches, have none: nothing is counted).
     pub fn of(app: &CatalogApp) -> Option<&AppStats> {
-        app.attached.get::<AppStats>()
+        AppState::of(app).map(|s| &s.stats)
     }
 
     /// Counts one public response and its duration since `started`, in the totals and in the
@@ -170,11 +195,11 @@ impl AppSnapshot {
     }
 }
 
-/// App name → stats, for exactly the apps of the live catalog.
+/// App name → state, for exactly the apps of the live catalog.
 #[derive(Default)]
 pub struct AppRegistry {
     /// Ordered, so `/metrics` lists apps the same way every time.
-    apps: Mutex<BTreeMap<String, Arc<AppStats>>>,
+    apps: Mutex<BTreeMap<String, Arc<AppState>>>,
 }
 
 impl AppRegistry {
@@ -195,12 +220,27 @@ impl AppRegistry {
 
     /// A snapshot of one app's counters, if it is in the live catalog.
     pub fn snapshot(&self, app: &str) -> Option<AppSnapshot> {
-        self.apps.lock().get(app).map(|s| s.snapshot())
+        self.apps.lock().get(app).map(|s| s.stats.snapshot())
+    }
+
+    /// One app's state on this node, if it is in the live catalog.
+    pub fn state(&self, app: &str) -> Option<Arc<AppState>> {
+        self.apps.lock().get(app).cloned()
+    }
+
+    /// Lifts the quarantine of each named app (they changed, or an admin asked). Returns the
+    /// apps whose breaker was open.
+    pub fn lift_quarantines<'a>(&self, apps: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let states = self.apps.lock();
+        apps.into_iter()
+            .filter(|a| states.get(*a).is_some_and(|s| s.breaker.lift()))
+            .map(str::to_string)
+            .collect()
     }
 
     /// The live catalog's apps and their stats, by name. The lock is held only to clone the
     /// list: reading the rings happens after it is released.
-    pub fn apps(&self) -> Vec<(String, Arc<AppStats>)> {
+    pub fn apps(&self) -> Vec<(String, Arc<AppState>)> {
         self.apps
             .lock()
             .iter()
@@ -211,17 +251,24 @@ impl AppRegistry {
     /// Appends every per-app metric family (each family's series grouped under its HELP and
     /// TYPE, as the text format requires).
     pub fn render(&self, out: &mut String) {
-        let apps: Vec<(String, AppSnapshot)> = self
+        let apps: Vec<(String, AppSnapshot, bool, u64)> = self
             .apps
             .lock()
             .iter()
-            .map(|(name, s)| (escape_label(name), s.snapshot()))
+            .map(|(name, s)| {
+                (
+                    escape_label(name),
+                    s.stats.snapshot(),
+                    s.breaker.is_open(),
+                    s.breaker.openings(),
+                )
+            })
             .collect();
         out.push_str(
             "# HELP picloud_app_responses_total Public responses of an app's routes by status class.\n\
              # TYPE picloud_app_responses_total counter\n",
         );
-        for (app, s) in &apps {
+        for (app, s, ..) in &apps {
             for (i, n) in s.responses_by_class.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -235,7 +282,7 @@ impl AppRegistry {
              routing to the reply (queue wait included).\n\
              # TYPE picloud_app_request_duration_seconds histogram\n",
         );
-        for (app, s) in &apps {
+        for (app, s, ..) in &apps {
             s.duration.render(
                 out,
                 "picloud_app_request_duration_seconds",
@@ -246,7 +293,7 @@ impl AppRegistry {
             "# HELP picloud_app_errors_total Error answers of an app's runs by public error code.\n\
              # TYPE picloud_app_errors_total counter\n",
         );
-        for (app, s) in &apps {
+        for (app, s, ..) in &apps {
             for (code, n) in APP_ERROR_CODES.iter().zip(s.errors) {
                 let _ = writeln!(
                     out,
@@ -259,7 +306,7 @@ impl AppRegistry {
             "# HELP picloud_app_limit_hits_total Runs of an app stopped by a limit, by kind.\n\
              # TYPE picloud_app_limit_hits_total counter\n",
         );
-        for (app, s) in &apps {
+        for (app, s, ..) in &apps {
             for (kind, n) in LIMIT_KINDS.iter().zip(s.limits) {
                 let _ = writeln!(
                     out,
@@ -267,6 +314,29 @@ impl AppRegistry {
                     kind.as_str()
                 );
             }
+        }
+        out.push_str(
+            "# HELP picloud_app_quarantined 1 while the app is quarantined on this node (its \
+             recent runs kept failing with timeout or limit_exceeded), else 0.\n\
+             # TYPE picloud_app_quarantined gauge\n",
+        );
+        for (app, _, open, _) in &apps {
+            let _ = writeln!(
+                out,
+                "picloud_app_quarantined{{app=\"{app}\"}} {}",
+                u8::from(*open)
+            );
+        }
+        out.push_str(
+            "# HELP picloud_app_quarantine_openings_total Times the app's quarantine opened on \
+             this node (reopenings after a failed run at the end of a cool-down included).\n\
+             # TYPE picloud_app_quarantine_openings_total counter\n",
+        );
+        for (app, _, _, n) in &apps {
+            let _ = writeln!(
+                out,
+                "picloud_app_quarantine_openings_total{{app=\"{app}\"}} {n}"
+            );
         }
     }
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use picloud_core::ErrorCode;
 
-pub use apps::{AppRegistry, AppSnapshot, AppStats};
+pub use apps::{AppRegistry, AppSnapshot, AppState, AppStats};
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use recent::{RecentTraffic, Window};
 

@@ -1,4 +1,5 @@
-// Apps: the list (create, delete) and one app's settings (hosts, debug, limits).
+// Apps: the list (create, delete) and one app's settings (hosts, debug, limits), with its
+// quarantine on this node, if any, and a button to lift it.
 
 import { api, can, enc, whoami } from './api.js';
 import { busy, confirmDialog, field, fmtTime, h, messageBox, table, toast } from './dom.js';
@@ -65,8 +66,28 @@ export async function renderSettings(root, [app]) {
   const limits = h('textarea.code', { rows: 6, disabled: !editable, spellcheck: 'false', 'data-test': 'limits' });
   limits.value = JSON.stringify(a.limits || {}, null, 2);
   const save = h('button', { type: 'submit', 'data-test': 'save-settings' }, 'Save settings');
+  // Breakers are per node: this says what the node serving the dashboard does.
+  const q = a.quarantine;
+  const quarantine = q ? h('div.msg.error', { 'data-test': 'quarantine' },
+    h('p', `Quarantined on this node since ${fmtTime(q.since_ms)} until ${fmtTime(q.until_ms)}: ${q.reason}. `
+      + 'Its requests get 503 app_quarantined and its schedules and triggers are skipped; after the cool-down one run is let through.'),
+    can('deploy') ? h('button.small', {
+      'data-test': 'unquarantine',
+      onclick: async (e) => {
+        await busy(e.target, async () => {
+          try {
+            await api('POST', `/v1/apps/${enc(app)}/unquarantine`);
+            toast('Quarantine lifted for ' + app, 'ok');
+            window.dispatchEvent(new HashChangeEvent('hashchange'));
+          } catch (err) {
+            msg.show(err.describe());
+          }
+        });
+      },
+    }, 'Lift quarantine') : '') : '';
   root.append(h('h1', 'Settings'),
     h('p.muted', `Created ${fmtTime(a.created_at)}, updated ${fmtTime(a.updated_at)}. Public URL: /${app}/…`),
+    quarantine,
     h('form.card', {
       onsubmit: async (e) => {
         e.preventDefault();

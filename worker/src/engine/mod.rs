@@ -39,6 +39,8 @@ pub mod sdk;
 pub use alloc::CountingAlloc;
 pub use ast_cache::{AstCache, CompileError, compile_check};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
+#[cfg(feature = "fuzzing")]
+pub(crate) use contract::{SizeCaps, parse_json_body, to_json};
 pub use modules::{Analysis, ModuleCache, analyze};
 pub use pool::{
     ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Origin, Pool, PoolConfig, Submitter,

@@ -173,7 +173,7 @@ fn campaign(mut target: Box<dyn Target>, args: &Args) -> ExitCode {
     let mut slowest = (Duration::ZERO, 0u64);
     let mut iter: u64 = 0;
     while iter < execs_max {
-        if iter % 1024 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+        if iter.is_multiple_of(1024) && deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
         iter += 1;
@@ -207,7 +207,7 @@ fn campaign(mut target: Box<dyn Target>, args: &Args) -> ExitCode {
             };
         }
         // Every 4096th input is timed, to report the slowest seen.
-        let timed = iter % 4096 == 0;
+        let timed = iter.is_multiple_of(4096);
         let t0 = timed.then(Instant::now);
         let outcome = catch_unwind(AssertUnwindSafe(|| target.run(&input)));
         if let Some(t0) = t0 {

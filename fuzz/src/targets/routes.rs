@@ -55,7 +55,7 @@ impl Target for Routes {
             let path = if rng.one_in(2) && !patterns.is_empty() {
                 instantiate(&patterns[rng.below(patterns.len())], "x%2Fy")
             } else {
-                pattern(rng).replace(':', "").replace('*', "")
+                pattern(rng).replace([':', '*'], "")
             };
             out.push_str(&format!("L {} {path}\n", method(rng)));
         }

@@ -406,6 +406,34 @@ mod tests {
     }
 
     #[test]
+    fn host_values_follow_uri_host_and_port() {
+        for good in [
+            &b""[..],
+            b"x",
+            b"h.example:8080",
+            b"[::1]",
+            b"[::ffff:1.2.3.4]:1",
+            b"[v1.a:b]",
+            b"a%20b",
+        ] {
+            assert!(is_valid_host(good), "{good:?}");
+        }
+        for bad in [
+            &b"a b"[..],
+            b"x:abc",
+            b"[::!]",
+            b"[::1",
+            b"[]",
+            b"[::1]x",
+            b"h/p",
+            b"@",
+            b"x:80:90",
+        ] {
+            assert!(!is_valid_host(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn content_length_is_strict() {
         assert_eq!(parse_content_length(b"42"), Ok(42));
         assert_eq!(parse_content_length(b" 7 , 7"), Ok(7));

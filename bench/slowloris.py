@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Slow-client campaign: 2,000 slowloris connections (a head trickled one byte every few
+seconds) against one node while wrk measures `GET /bench/hello`; p99 with and without them,
+and when the node cuts the slow connections.
+
+Owns: the slowloris client (one selector thread holding every slow socket, reconnecting a
+socket as soon as the node cuts it, as an attacker would), the with/without comparison and
+its results file. Does not own: process handling, wrk parsing and the bench app setup
+(benchlib.py).
+
+Layout as the bench's `picloud` row: `picloud serve` with `PICLOUD_WORKERS=1` pinned to core
+0, wrk on core 1 (`-t1 -c32 -d8s --latency`), the slowloris thread unpinned. The node runs
+with its default limits (`header_read_timeout_ms` 10,000, `connections_max` 10,000) unless
+`--header-timeout-ms` sets `PICLOUD_HEADER_READ_TIMEOUT_MS`. Rounds alternate without and
+with the slow connections (3 each by default); the target is p99 with < 2 x p99 without
+(medians: the runs before the slow connections and one after them, against the runs with
+them). The slow connections' lifetimes (connect to the node's close)
+show whether they are cut at the header timeout; `picloud_connection_timeouts_total
+{kind="header_read"}` from `/metrics` counts the cuts.
+
+    python3 bench/slowloris.py [--conns 2000] [--interval-s 3] [--rounds 3]
+
+Results: bench/results/slowloris.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (  # noqa: E402
+    ADMIN_TOKEN, RESULTS, Target, http, log, picloud_bin, raise_fd_limit, run_wrk,
+)
+
+HEAD = b"GET /bench/hello HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+
+
+class Slowloris:
+    """`conns` sockets, each sending the next byte of HEAD every `interval_s` (with jitter),
+    never finishing the head. A socket the node closes is recorded (its lifetime) and replaced."""
+
+    def __init__(self, port: int, conns: int, interval_s: float, seed: int):
+        self.port = port
+        self.conns = conns
+        self.interval_s = interval_s
+        self.rng = random.Random(seed)
+        self.sel = selectors.DefaultSelector()
+        self.lifetimes: list[float] = []
+        self.connect_errors = 0
+        self.bytes_sent = 0
+        self.stop = threading.Event()
+        self.open = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _connect(self) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect_ex(("127.0.0.1", self.port))
+        except OSError:
+            self.connect_errors += 1
+            s.close()
+            return
+        # state: [socket, connected at, next byte index, next send time]
+        st = [s, time.monotonic(), 0, time.monotonic() + self.rng.uniform(0, self.interval_s)]
+        self.sel.register(s, selectors.EVENT_READ, st)
+        self.open += 1
+
+    def _close(self, st, cut: bool) -> None:
+        self.sel.unregister(st[0])
+        st[0].close()
+        self.open -= 1
+        if cut:
+            self.lifetimes.append(time.monotonic() - st[1])
+
+    def _run(self) -> None:
+        for _ in range(self.conns):
+            self._connect()
+        while not self.stop.is_set():
+            now = time.monotonic()
+            for key, _ in self.sel.select(timeout=0.05):
+                st = key.data
+                try:
+                    data = st[0].recv(4096)
+                except (ConnectionError, OSError):
+                    data = b""
+                if not data:  # closed by the node (or refused): note it and replace it
+                    self._close(st, cut=True)
+                    self._connect()
+            for key in list(self.sel.get_map().values()):
+                st = key.data
+                if st[3] <= now and st[2] < len(HEAD):
+                    try:
+                        st[0].send(HEAD[st[2]:st[2] + 1])
+                        st[2] += 1
+                        self.bytes_sent += 1
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        self._close(st, cut=True)
+                        self._connect()
+                        continue
+                    st[3] = now + self.interval_s * self.rng.uniform(0.7, 1.3)
+        for key in list(self.sel.get_map().values()):
+            self._close(key.data, cut=False)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def metric(admin_url: str, name: str, labels: str) -> float:
+    st, body = http("GET", f"{admin_url}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    if st != 200:
+        return float("nan")
+    for line in body.decode().splitlines():
+        if line.startswith(name) and labels in line and not line.startswith("#"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--conns", type=int, default=2000)
+    ap.add_argument("--interval-s", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration-s", type=float, default=8.0)
+    ap.add_argument("--header-timeout-ms", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    raise_fd_limit(args.conns * 2 + 1000)
+    if args.header_timeout_ms is not None:
+        os.environ["BENCH_HEADER_TIMEOUT_MS"] = str(args.header_timeout_ms)
+    if not picloud_bin().exists():
+        log(f"{picloud_bin()} missing: cargo build --release -p picloud-control")
+        return 2
+    t = Target("picloud", cpus="0", workers=1)
+    # benchlib's env drops PICLOUD_* from ours; pass the one knob through its env hook.
+    if args.header_timeout_ms is not None:
+        import benchlib
+        orig = benchlib.picloud_env
+
+        def with_timeout(*a, **kw):
+            env = orig(*a, **kw)
+            env["PICLOUD_HEADER_READ_TIMEOUT_MS"] = str(args.header_timeout_ms)
+            return env
+        benchlib.picloud_env = with_timeout
+    t.start()
+    t.setup()
+    url = f"{t.base_url}/bench/hello"
+    run_wrk(url, 2, cpus="1")  # warm-up
+    slow = Slowloris(t.port, args.conns, args.interval_s, args.seed)
+    without, with_runs = [], []
+    try:
+        for r in range(args.rounds):
+            w, _ = run_wrk(url, args.duration_s, cpus="1")
+            without.append(w)
+            log(f"without {r + 1}: {w['rps']:.0f} req/s p99 {w['p99_us'] / 1000:.2f} ms")
+        slow.start()
+        slow_started = time.monotonic()
+        deadline = time.monotonic() + 30
+        while slow.open < args.conns and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        log(f"{slow.open} slow connections open")
+        for r in range(args.rounds):
+            w, _ = run_wrk(url, args.duration_s, cpus="1")
+            w["slow_open"] = slow.open
+            with_runs.append(w)
+            log(f"with {r + 1} ({slow.open} slow open): {w['rps']:.0f} req/s "
+                f"p99 {w['p99_us'] / 1000:.2f} ms")
+        # Hold them past a full header timeout so every first-generation connection was cut.
+        hold = (args.header_timeout_ms or 10000) / 1000 + 2
+        time.sleep(max(0.0, slow_started + hold - time.monotonic()))
+        open_at_end = slow.open
+        timeouts = metric(t.admin_url, "picloud_connection_timeouts_total", 'kind="header_read"')
+        slow.halt()
+        time.sleep(1)
+        after, _ = run_wrk(url, args.duration_s, cpus="1")
+        without.append(after)
+        log(f"after halting them: {after['rps']:.0f} req/s p99 {after['p99_us'] / 1000:.2f} ms")
+    finally:
+        t.stop()
+    base_p99 = statistics.median([x["p99_us"] / 1000 for x in without])
+    with_p99 = statistics.median([x["p99_us"] / 1000 for x in with_runs])
+    life = slow.lifetimes
+    result = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(),
+        "conns": args.conns,
+        "interval_s": args.interval_s,
+        "header_timeout_ms": args.header_timeout_ms or 10000,
+        "without": without,
+        "with": with_runs,
+        "p99_without_ms": base_p99,
+        "p99_with_ms": with_p99,
+        "ratio": with_p99 / base_p99 if base_p99 else None,
+        "target_met": with_p99 < 2 * base_p99,
+        "slow_open_at_end": open_at_end,
+        "slow_cut": len(life),
+        "slow_lifetime_s": {"min": pct(life, 0), "p50": pct(life, 0.5), "p99": pct(life, 0.99),
+                            "max": pct(life, 1.0)},
+        "header_read_timeouts_metric": timeouts,
+        "connect_errors": slow.connect_errors,
+        "slow_bytes_sent": slow.bytes_sent,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "slowloris.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    log(json.dumps({k: v for k, v in result.items() if k not in ("without", "with")}))
+    return 0 if result["target_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

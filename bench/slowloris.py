@@ -12,7 +12,7 @@ Layout as the bench's `picloud` row: `picloud serve` with `PICLOUD_WORKERS=1` pi
 0, wrk on core 1 (`-t1 -c32 -d8s --latency`), the slowloris thread unpinned. The node runs
 with its default limits (`header_read_timeout_ms` 10,000, `connections_max` 10,000) unless
 `--header-timeout-ms` sets `PICLOUD_HEADER_READ_TIMEOUT_MS`. Rounds alternate without and
-with the slow connections (3 each by default); the target is p99 with < 2 x p99 without
+with the slow connections (5 each by default); the target is p99 with < 2 x p99 without
 (medians: the runs before the slow connections and one after them, against the runs with
 them). The slow connections' lifetimes (connect to the node's close)
 show whether they are cut at the header timeout; `picloud_connection_timeouts_total
@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    ADMIN_TOKEN, RESULTS, Target, http, log, picloud_bin, raise_fd_limit, run_wrk,
+    ADMIN_TOKEN, RESULTS, CpuWatch, Target, http, log, picloud_bin, raise_fd_limit, run_wrk,
 )
 
 HEAD = b"GET /bench/hello HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
@@ -58,6 +58,8 @@ class Slowloris:
         self.rng = random.Random(seed)
         self.sel = selectors.DefaultSelector()
         self.lifetimes: list[float] = []
+        # From the first byte sent (when the node's header timer starts) to the close.
+        self.after_first_byte: list[float] = []
         self.connect_errors = 0
         self.bytes_sent = 0
         self.stop = threading.Event()
@@ -73,8 +75,8 @@ class Slowloris:
             self.connect_errors += 1
             s.close()
             return
-        # state: [socket, connected at, next byte index, next send time]
-        st = [s, time.monotonic(), 0, time.monotonic() + self.rng.uniform(0, self.interval_s)]
+        # state: [socket, connected at, next byte index, next send time, first byte sent at]
+        st = [s, time.monotonic(), 0, time.monotonic() + self.rng.uniform(0, self.interval_s), None]
         self.sel.register(s, selectors.EVENT_READ, st)
         self.open += 1
 
@@ -83,7 +85,10 @@ class Slowloris:
         st[0].close()
         self.open -= 1
         if cut:
-            self.lifetimes.append(time.monotonic() - st[1])
+            now = time.monotonic()
+            self.lifetimes.append(now - st[1])
+            if st[4] is not None:
+                self.after_first_byte.append(now - st[4])
 
     def _run(self) -> None:
         for _ in range(self.conns):
@@ -104,6 +109,8 @@ class Slowloris:
                 if st[3] <= now and st[2] < len(HEAD):
                     try:
                         st[0].send(HEAD[st[2]:st[2] + 1])
+                        if st[2] == 0:
+                            st[4] = now
                         st[2] += 1
                         self.bytes_sent += 1
                     except BlockingIOError:
@@ -134,16 +141,55 @@ def metric(admin_url: str, name: str, labels: str) -> float:
     return 0.0
 
 
+def schedstat(pid: int) -> tuple[int, int]:
+    """(ns on CPU, ns waiting on a run queue) summed over the process's threads."""
+    run = wait = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                a, b, _ = f.read().split()
+            run, wait = run + int(a), wait + int(b)
+        except (OSError, ValueError):
+            pass
+    return run, wait
+
+
+def measured_wrk(url: str, secs: float, pid: int) -> dict:
+    """One wrk run with what else happened meanwhile: the server's CPU per request and its
+    threads' run-queue wait (time runnable but not running: the machine, not PiCloud), wrk's
+    CPU, this harness's own CPU (the slowloris thread) and every other process's."""
+    cw = CpuWatch(pid)
+    s0, h0 = schedstat(pid), time.process_time()
+    out, _ = run_wrk(url, secs, cpus="1")
+    s1, h1 = schedstat(pid), time.process_time()
+    cpu = cw.read()
+    wall = cpu["wall_s"] or 1.0
+    harness_pct = (h1 - h0) / wall * 100
+    out.update(cpu)
+    out["harness_cpu_pct"] = round(harness_pct, 1)
+    # CpuWatch counts this harness as "other": take it out (as % of the whole machine).
+    out["other_cpu_pct"] = round(max(0.0, cpu["other_cpu_pct"] - harness_pct / (os.cpu_count() or 1)), 1)
+    out["server_cpu_us_per_req"] = round((s1[0] - s0[0]) / 1000 / max(1, out["requests"] or 1), 2)
+    out["server_runqueue_wait_ms"] = round((s1[1] - s0[1]) / 1e6, 1)
+    return out
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+
+
+def summary(w: dict) -> str:
+    return (f"{w['rps']:.0f} req/s p99 {w['p99_us'] / 1000:.2f} ms, server "
+            f"{w['server_cpu_us_per_req']} us/req, run-queue wait {w['server_runqueue_wait_ms']} ms, "
+            f"other CPU {w['other_cpu_pct']} %, slowloris thread {w['harness_cpu_pct']} %")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--interval-s", type=float, default=3.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration-s", type=float, default=8.0)
     ap.add_argument("--header-timeout-ms", type=int, default=None)
     ap.add_argument("--seed", type=int, default=1)
@@ -173,9 +219,9 @@ def main() -> int:
     without, with_runs = [], []
     try:
         for r in range(args.rounds):
-            w, _ = run_wrk(url, args.duration_s, cpus="1")
+            w = measured_wrk(url, args.duration_s, t.server.pid)
             without.append(w)
-            log(f"without {r + 1}: {w['rps']:.0f} req/s p99 {w['p99_us'] / 1000:.2f} ms")
+            log(f"without {r + 1}: {summary(w)}")
         slow.start()
         slow_started = time.monotonic()
         deadline = time.monotonic() + 30
@@ -184,11 +230,10 @@ def main() -> int:
         time.sleep(1.0)
         log(f"{slow.open} slow connections open")
         for r in range(args.rounds):
-            w, _ = run_wrk(url, args.duration_s, cpus="1")
+            w = measured_wrk(url, args.duration_s, t.server.pid)
             w["slow_open"] = slow.open
             with_runs.append(w)
-            log(f"with {r + 1} ({slow.open} slow open): {w['rps']:.0f} req/s "
-                f"p99 {w['p99_us'] / 1000:.2f} ms")
+            log(f"with {r + 1} ({slow.open} slow open): {summary(w)}")
         # Hold them past a full header timeout so every first-generation connection was cut.
         hold = (args.header_timeout_ms or 10000) / 1000 + 2
         time.sleep(max(0.0, slow_started + hold - time.monotonic()))
@@ -196,9 +241,9 @@ def main() -> int:
         timeouts = metric(t.admin_url, "picloud_connection_timeouts_total", 'kind="header_read"')
         slow.halt()
         time.sleep(1)
-        after, _ = run_wrk(url, args.duration_s, cpus="1")
+        after = measured_wrk(url, args.duration_s, t.server.pid)
         without.append(after)
-        log(f"after halting them: {after['rps']:.0f} req/s p99 {after['p99_us'] / 1000:.2f} ms")
+        log(f"after halting them: {summary(after)}")
     finally:
         t.stop()
     base_p99 = statistics.median([x["p99_us"] / 1000 for x in without])
@@ -221,6 +266,9 @@ def main() -> int:
         "slow_cut": len(life),
         "slow_lifetime_s": {"min": pct(life, 0), "p50": pct(life, 0.5), "p99": pct(life, 0.99),
                             "max": pct(life, 1.0)},
+        "slow_cut_after_first_byte_s": {
+            "min": pct(slow.after_first_byte, 0), "p50": pct(slow.after_first_byte, 0.5),
+            "p99": pct(slow.after_first_byte, 0.99), "max": pct(slow.after_first_byte, 1.0)},
         "header_read_timeouts_metric": timeouts,
         "connect_errors": slow.connect_errors,
         "slow_bytes_sent": slow.bytes_sent,

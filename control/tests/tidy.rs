@@ -21,7 +21,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_module_starts_with_a_module_doc() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for krate in ["core", "worker", "control"] {
+    for krate in ["core", "worker", "control", "fuzz"] {
         for sub in ["src", "tests", "examples"] {
             rust_files(&root.join(krate).join(sub), &mut files);
         }

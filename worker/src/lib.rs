@@ -9,5 +9,8 @@
 pub mod dispatch;
 pub mod engine;
 pub mod errors;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;

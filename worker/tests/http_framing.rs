@@ -299,6 +299,32 @@ fn content_length_is_strict() {
     }
 }
 
+/// Found by the fuzz harness's RFC 9112 oracle (fuzz/): a Host value that is not
+/// `uri-host [":" port]` was served; RFC 9112 3.2 makes it a 400 like a missing Host.
+#[test]
+fn invalid_host_value_is_400_found_by_fuzzing() {
+    let server = start();
+    for bad in ["a b", "x:abc", "[::!]:", "[::1", "h/p", "@", "x:80:90"] {
+        let req = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+        check_refused(&server, req.as_bytes(), 400);
+    }
+    let req = "GET / HTTP/1.0\r\nHost:\ta b\r\n\r\n";
+    check_refused(&server, req.as_bytes(), 400);
+    for good in [
+        "x",
+        "",
+        "h.example:8080",
+        "[::1]:80",
+        "127.0.0.1",
+        "[v1.fe]",
+        "a_b-c~d",
+    ] {
+        let req = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+        let (resp, _) = exchange(&server, req.as_bytes());
+        assert_eq!(resp.status, 200, "for {good:?}");
+    }
+}
+
 #[test]
 fn chunked_bodies_are_decoded_with_extensions_and_trailers() {
     let server = start();

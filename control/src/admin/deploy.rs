@@ -9,7 +9,7 @@ use picloud_core::model::{validate_app_name, validate_script_name};
 use picloud_core::rules;
 use picloud_core::services::{Schedule, Trigger};
 use picloud_core::store::app_state;
-use picloud_core::{AppConfig, Bundle, ErrorCode, Route, RouteTable, ScriptKind};
+use picloud_core::{AppConfig, Bundle, ErrorCode, Limits, Route, RouteTable, ScriptKind};
 use serde_json::{Value, json};
 
 use super::scripts::import_error;
@@ -17,44 +17,96 @@ use super::tables::{route_error, validate_env, validate_schedules, validate_trig
 use super::wire::json_response;
 use super::{Admin, AdminError, AdminResult, bounds};
 
+/// The body of `POST /v1/apps/APP/deploy`, as sent.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Body {
+    #[serde(default)]
+    app: Option<AppConfig>,
+    #[serde(default)]
+    scripts: std::collections::BTreeMap<String, BodyScript>,
+    #[serde(default)]
+    routes: Option<Vec<Route>>,
+    #[serde(default)]
+    schedules: Option<Vec<Schedule>>,
+    #[serde(default)]
+    triggers: Option<Vec<Trigger>>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    prune: bool,
+}
+
+/// One script of a deploy body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BodyScript {
+    #[serde(default)]
+    kind: ScriptKind,
+    source: String,
+}
+
+/// Parses a deploy body and normalises its app configuration; no store, no compile.
+pub(super) fn read_body(body: &[u8]) -> Result<(Body, Option<AppConfig>), AdminError> {
+    let mut body: Body = serde_json::from_slice(body)
+        .map_err(|e| AdminError::invalid(format!("deploy body: {e}")))?;
+    let config = body
+        .app
+        .take()
+        .map(|c| c.normalize().map_err(AdminError::invalid))
+        .transpose()?;
+    Ok((body, config))
+}
+
+/// Checks a deploy body's tables (routes compile, schedules, triggers, env) on their own.
+pub(super) fn check_tables(body: &Body, limits: &Limits) -> Result<(), AdminError> {
+    if let Some(routes) = &body.routes {
+        RouteTable::compile(routes).map_err(route_error)?;
+    }
+    if let Some(schedules) = &body.schedules {
+        validate_schedules(schedules)?;
+    }
+    if let Some(triggers) = &body.triggers {
+        validate_triggers(triggers)?;
+    }
+    for (name, value) in &body.env {
+        validate_env(name, value.as_bytes(), limits)?;
+    }
+    Ok(())
+}
+
+/// The store-free half of a deploy for the fuzz harness: parse, app configuration, script
+/// names and sizes, table bounds and tables. Answers the number of scripts, or the refusal's
+/// status and message.
+#[cfg(feature = "fuzzing")]
+pub(super) fn check_body(body: &[u8], limits: &Limits) -> Result<usize, (u16, String)> {
+    let refusal = |e: AdminError| (e.status, e.message);
+    let (body, _config) = read_body(body).map_err(refusal)?;
+    for (name, script) in &body.scripts {
+        validate_script_name(name)
+            .map_err(AdminError::invalid)
+            .map_err(refusal)?;
+        if script.source.len() > limits.source_bytes_max {
+            return Err((413, format!("script {name:?} too large")));
+        }
+    }
+    let rows_max = limits.app_table_rows_max;
+    let rows = |t: &str, n: usize| bounds::table_rows(t, n, rows_max).map_err(refusal);
+    rows("routes", body.routes.as_ref().map_or(0, Vec::len))?;
+    rows("schedules", body.schedules.as_ref().map_or(0, Vec::len))?;
+    rows("triggers", body.triggers.as_ref().map_or(0, Vec::len))?;
+    check_tables(&body, limits).map_err(refusal)?;
+    Ok(body.scripts.len())
+}
+
 impl Admin {
     /// `POST /v1/apps/APP/deploy`: scripts, routes and configuration as one change. Every
     /// script is compiled and analysed, the routes compiled and the rules checked on the state
     /// after the whole bundle before anything is written; the store then applies it in one
     /// transaction (one revision), or nothing at all.
     pub(super) fn deploy(&self, app: &str, body: &[u8]) -> AdminResult {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Body {
-            #[serde(default)]
-            app: Option<AppConfig>,
-            #[serde(default)]
-            scripts: std::collections::BTreeMap<String, BodyScript>,
-            #[serde(default)]
-            routes: Option<Vec<Route>>,
-            #[serde(default)]
-            schedules: Option<Vec<Schedule>>,
-            #[serde(default)]
-            triggers: Option<Vec<Trigger>>,
-            #[serde(default)]
-            env: std::collections::BTreeMap<String, String>,
-            #[serde(default)]
-            prune: bool,
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct BodyScript {
-            #[serde(default)]
-            kind: ScriptKind,
-            source: String,
-        }
         validate_app_name(app).map_err(AdminError::invalid)?;
-        let body: Body = serde_json::from_slice(body)
-            .map_err(|e| AdminError::invalid(format!("deploy body: {e}")))?;
-        let config = body
-            .app
-            .map(|c| c.normalize().map_err(AdminError::invalid))
-            .transpose()?;
+        let (body, config) = read_body(body)?;
         let mut scripts = Vec::with_capacity(body.scripts.len());
         let mut analyses = Vec::with_capacity(body.scripts.len());
         for (name, script) in &body.scripts {
@@ -80,18 +132,7 @@ impl Admin {
             scripts.push((name.clone(), write));
             analyses.push((name.as_str(), analysis));
         }
-        if let Some(routes) = &body.routes {
-            RouteTable::compile(routes).map_err(route_error)?;
-        }
-        if let Some(schedules) = &body.schedules {
-            validate_schedules(schedules)?;
-        }
-        if let Some(triggers) = &body.triggers {
-            validate_triggers(triggers)?;
-        }
-        for (name, value) in &body.env {
-            validate_env(name, value.as_bytes(), &self.limits)?;
-        }
+        check_tables(&body, &self.limits)?;
         self.deploy_bounds(
             app,
             &body.scripts,

@@ -57,6 +57,17 @@ use crate::store::EmbeddedStore;
 use crate::sync::SyncStats;
 
 pub use auth::{ensure_bootstrap_token, generate_token, hash_token};
+
+/// Entry points for the fuzz harness (`fuzz/`), with the `fuzzing` feature only.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The store-free checks of `POST /v1/apps/APP/deploy` on a body: the number of scripts,
+    /// or the refusal's status and message.
+    pub fn deploy_body(body: &[u8], limits: &picloud_core::Limits) -> Result<usize, (u16, String)> {
+        super::deploy::check_body(body, limits)
+    }
+}
 pub use backup::BACKUP_BYTES_MAX;
 pub use error::{AdminError, AdminResult};
 pub use logs::LIMIT_MAX as LOGS_LIMIT_MAX;

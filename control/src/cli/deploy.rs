@@ -249,16 +249,28 @@ pub fn load(dir: &Path, prune: bool) -> Result<Bundle, DeployError> {
         });
     }
 
-    let app = (manifest.hosts.is_some() || manifest.debug.is_some() || manifest.limits.is_some())
-        .then_some(AppBody {
-            hosts: manifest.hosts,
-            debug: manifest.debug,
-            limits: manifest.limits,
-        });
     Ok(Bundle {
         dir: dir.to_path_buf(),
-        app: manifest.app,
-        body: DeployBody {
+        app: manifest.app.clone(),
+        body: DeployBody::from_manifest(manifest, scripts, prune),
+    })
+}
+
+impl DeployBody {
+    /// The body sent for a manifest and the folder's scripts; `prune` is the `--prune` flag.
+    pub fn from_manifest(
+        manifest: Manifest,
+        scripts: BTreeMap<String, ScriptBody>,
+        prune: bool,
+    ) -> DeployBody {
+        let app =
+            (manifest.hosts.is_some() || manifest.debug.is_some() || manifest.limits.is_some())
+                .then_some(AppBody {
+                    hosts: manifest.hosts,
+                    debug: manifest.debug,
+                    limits: manifest.limits,
+                });
+        DeployBody {
             app,
             scripts,
             routes: manifest.routes,
@@ -266,8 +278,8 @@ pub fn load(dir: &Path, prune: bool) -> Result<Bundle, DeployError> {
             triggers: manifest.triggers,
             prune: prune || manifest.prune,
             env: BTreeMap::new(),
-        },
-    })
+        }
+    }
 }
 
 fn read_text(path: &Path) -> Result<String, DeployError> {

@@ -45,6 +45,8 @@ pub use ast_cache::{AstCache, CompileError, compile_check};
 pub use breaker::{Admit, Breaker, Outcome, Quarantine};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
 pub use fair::Lane;
+#[cfg(feature = "fuzzing")]
+pub(crate) use contract::{SizeCaps, parse_json_body, to_json};
 pub use modules::{Analysis, ModuleCache, analyze};
 pub use pool::{
     ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Origin, Pool, PoolConfig, Refusal,

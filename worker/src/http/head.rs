@@ -202,7 +202,9 @@ fn build(
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             // Exactly one `chunked`: any other coding (or chunked twice) leaves the body
-            // length unknowable, which is the classic smuggling vector.
+            // length unknowable, which is the classic smuggling vector. Deliberately stricter
+            // than RFC 9110 5.6.1, which says to accept empty list elements (`, chunked`):
+            // a value two recipients might read differently is refused (fuzz/README.md).
             if transfer_encoding_seen || !trim_ows(h.value).eq_ignore_ascii_case(b"chunked") {
                 return Err(HeadError::Bad("unsupported Transfer-Encoding"));
             }
@@ -210,6 +212,11 @@ fn build(
             chunked = true;
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            // RFC 9112 3.2: a Host value that is not `uri-host [":" port]` is a 400, like a
+            // missing or repeated one (found by the fuzz harness's framing oracle).
+            if !is_valid_host(trim_ows(h.value)) {
+                return Err(HeadError::Bad("invalid Host header"));
+            }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',').map(trim_ows) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -302,6 +309,46 @@ fn strip_scheme(target: &str) -> Option<&str> {
     None
 }
 
+/// `uri-host [":" port]` (RFC 3986): a bracketed IP literal or a reg-name of unreserved,
+/// sub-delims and `%`, then an optional port of digits. Empty is allowed (RFC 9112 3.2: an
+/// authority-less target sends an empty Host).
+fn is_valid_host(value: &[u8]) -> bool {
+    fn reg_name_byte(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+    }
+    let (host_ok, port) = match value.strip_prefix(b"[") {
+        Some(literal) => match literal.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inside = &literal[..end];
+                // IPv6address (hex digits, `:`, `.` for an embedded IPv4) or IPvFuture
+                // (`v` HEXDIG "." then unreserved, sub-delims and `:`), loosely.
+                let ok = match inside.first() {
+                    Some(b'v' | b'V') => inside.iter().all(|&b| reg_name_byte(b) || b == b':'),
+                    Some(_) => inside
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+                    None => false,
+                };
+                let after = &literal[end + 1..];
+                match after.split_first() {
+                    None => (ok, &b""[..]),
+                    Some((b':', port)) => (ok, port),
+                    Some(_) => (false, &b""[..]),
+                }
+            }
+            None => (false, &b""[..]),
+        },
+        None => match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (
+                value[..colon].iter().all(|&b| reg_name_byte(b)),
+                &value[colon + 1..],
+            ),
+            None => (value.iter().all(|&b| reg_name_byte(b)), &b""[..]),
+        },
+    };
+    host_ok && port.iter().all(u8::is_ascii_digit)
+}
+
 /// Strict `Content-Length`: a comma-separated list of decimal digit strings, all equal (RFC
 /// 9110 8.6 allows the list form for identical values). No sign, no spaces inside a number,
 /// no empty element, no overflow.
@@ -356,6 +403,34 @@ mod tests {
 
     fn poll_all(bytes: &[u8]) -> Result<Option<Head>, HeadError> {
         HeadScanner::default().poll(bytes, &LIMITS, None)
+    }
+
+    #[test]
+    fn host_values_follow_uri_host_and_port() {
+        for good in [
+            &b""[..],
+            b"x",
+            b"h.example:8080",
+            b"[::1]",
+            b"[::ffff:1.2.3.4]:1",
+            b"[v1.a:b]",
+            b"a%20b",
+        ] {
+            assert!(is_valid_host(good), "{good:?}");
+        }
+        for bad in [
+            &b"a b"[..],
+            b"x:abc",
+            b"[::!]",
+            b"[::1",
+            b"[]",
+            b"[::1]x",
+            b"h/p",
+            b"@",
+            b"x:80:90",
+        ] {
+            assert!(!is_valid_host(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub mod server;
 mod timer;
 
 pub use runtime::{RuntimeConfig, configure_runtime};
+
+#[cfg(feature = "fuzzing")]
+pub(crate) use chunked::{ChunkError, ChunkedDecoder};
+#[cfg(feature = "fuzzing")]
+pub(crate) use head::{BodyFraming, HeadLimits, HeadScanner};
 pub use server::{DrainReport, ServerHandle, serve};
 
 /// Test support shared by the parsers' property tests: a seeded xorshift generator and inputs

@@ -3,7 +3,8 @@
 //! Owns: the pinned engine threads and their bounded job queue ([`Pool`], [`Job`]), the sandbox
 //! every `rhai::Engine` is built with and the per-invocation budget (`sandbox.rs`), the
 //! process's counting global allocator behind the heap cap ([`CountingAlloc`]), the shared AST
-//! cache and save-time compile checks ([`AstCache`], [`compile_check`]), modules (`import`
+//! cache and save-time compile checks ([`AstCache`], [`compile_check`]), save-time call checks
+//! ([`check_calls`]: every statically resolvable call must resolve), modules (`import`
 //! resolution within the app, save-time [`analyze`], the evaluated-module cache
 //! [`ModuleCache`]), the script contract of
 //! API.md (`request` in, response out, failures as public JSON: [`ScriptRequest`],
@@ -27,6 +28,7 @@
 
 mod alloc;
 mod ast_cache;
+mod calls;
 mod contract;
 mod growth;
 mod modules;
@@ -38,6 +40,7 @@ pub mod sdk;
 
 pub use alloc::CountingAlloc;
 pub use ast_cache::{AstCache, CompileError, compile_check};
+pub use calls::{ModuleExports, UnknownCall, check_calls, sdk_namespaces};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
 pub use modules::{Analysis, ModuleCache, analyze};
 pub use pool::{

@@ -47,6 +47,9 @@ pub use pool::{
     ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Origin, Pool, PoolConfig, Submitter,
 };
 pub use reply::{ReplyChannel, ReplyTx};
+/// A compiled script, as the AST cache and the save-time checks hand it around (so the control
+/// plane needs no direct `rhai` dependency).
+pub use rhai::AST;
 pub use sandbox::CLOCK_CHECK_EVERY_OPS;
 
 /// The process's allocator: the system allocator with per-thread counting, so the engine can

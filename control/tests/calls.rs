@@ -283,3 +283,31 @@ fn picloud_check_dir_knows_the_folders_modules() {
         "{stderr}"
     );
 }
+
+#[test]
+fn picloud_defs_prints_the_sdk_and_the_standard_library() {
+    let out = picloud(&["defs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    for needle in [
+        "module kv {",
+        "fn get(key: string) -> ?;",
+        "fn set(key: string, value: ?, ttl_secs: int) -> ();",
+        "module log {",
+        "module env {",
+        "module time {",
+        "module crypto {",
+        "module base64 {",
+        "module events {",
+        "fn uuid() -> string;",
+        "fn to_chars(",
+        "fn sleep(",
+        "const request: Request;",
+    ] {
+        assert!(text.contains(needle), "{needle} not in picloud defs");
+    }
+}

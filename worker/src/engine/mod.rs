@@ -4,7 +4,8 @@
 //! every `rhai::Engine` is built with and the per-invocation budget (`sandbox.rs`), the
 //! process's counting global allocator behind the heap cap ([`CountingAlloc`]), the shared AST
 //! cache and save-time compile checks ([`AstCache`], [`compile_check`]), save-time call checks
-//! ([`check_calls`]: every statically resolvable call must resolve), modules (`import`
+//! ([`check_calls`]: every statically resolvable call must resolve), the definition file of
+//! what scripts can call ([`definitions`]), modules (`import`
 //! resolution within the app, save-time [`analyze`], the evaluated-module cache
 //! [`ModuleCache`]), the script contract of
 //! API.md (`request` in, response out, failures as public JSON: [`ScriptRequest`],
@@ -30,6 +31,7 @@ mod alloc;
 mod ast_cache;
 mod calls;
 mod contract;
+mod defs;
 mod growth;
 mod modules;
 mod nesting;
@@ -42,6 +44,7 @@ pub use alloc::CountingAlloc;
 pub use ast_cache::{AstCache, CompileError, compile_check};
 pub use calls::{ModuleExports, UnknownCall, check_calls, sdk_namespaces};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
+pub use defs::definitions;
 pub use modules::{Analysis, ModuleCache, analyze};
 pub use pool::{
     ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Origin, Pool, PoolConfig, Submitter,

@@ -291,48 +291,106 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+/// A registration carrying parameter names and types (the last entry is the return type) and
+/// a doc comment: Rhai's metadata, printed by `picloud defs`. Rhai cannot see names or types
+/// through `set_into_module`, so without this the definitions would read `fn get(_: ?)`.
+fn sdk_fn(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
+    FuncRegistration::new(name)
+        .with_params_info(params)
+        .with_comments([format!("/// {doc}")])
+}
+
 /// Registers the SDK on `engine`.
 pub fn register(engine: &mut Engine) {
     let mut kv = Module::new();
-    FuncRegistration::new("get").set_into_module(&mut kv, kv_get);
-    FuncRegistration::new("set").set_into_module(
+    sdk_fn(
+        "get",
+        &["key: &str", "Dynamic"],
+        "The value stored under `key`, or `()`.",
+    )
+    .set_into_module(&mut kv, kv_get);
+    sdk_fn(
+        "set",
+        &["key: &str", "value: Dynamic", "()"],
+        "Stores `value` (JSON-shaped) under `key`.",
+    )
+    .set_into_module(
         &mut kv,
         |ctx: NativeCallContext, key: &str, value: Dynamic| kv_set(&ctx, key, &value, None),
     );
-    FuncRegistration::new("set").set_into_module(
+    sdk_fn(
+        "set",
+        &["key: &str", "value: Dynamic", "ttl_secs: i64", "()"],
+        "Stores `value` under `key` for `ttl_secs` seconds.",
+    )
+    .set_into_module(
         &mut kv,
         |ctx: NativeCallContext, key: &str, value: Dynamic, ttl: INT| {
             kv_set(&ctx, key, &value, Some(ttl))
         },
     );
-    FuncRegistration::new("delete").set_into_module(&mut kv, kv_delete);
-    FuncRegistration::new("list").set_into_module(&mut kv, kv_list);
-    FuncRegistration::new("incr").set_into_module(&mut kv, kv_incr);
+    sdk_fn(
+        "delete",
+        &["key: &str", "bool"],
+        "Deletes `key`; whether it existed.",
+    )
+    .set_into_module(&mut kv, kv_delete);
+    sdk_fn(
+        "list",
+        &["prefix: &str", "Array"],
+        "The keys starting with `prefix`, sorted.",
+    )
+    .set_into_module(&mut kv, kv_list);
+    sdk_fn(
+        "incr",
+        &["key: &str", "by: i64", "i64"],
+        "Adds `by` to the integer under `key` (atomic); the new value.",
+    )
+    .set_into_module(&mut kv, kv_incr);
     engine.register_static_module("kv", kv.into());
 
     let mut log = Module::new();
     for level in ["info", "warn", "error"] {
-        FuncRegistration::new(level)
-            .set_into_module(&mut log, move |ctx: NativeCallContext, msg: Dynamic| {
-                log_line(&ctx, level, &msg)
-            });
+        sdk_fn(
+            level,
+            &["message: Dynamic", "()"],
+            "Adds a line to the invocation's log.",
+        )
+        .set_into_module(&mut log, move |ctx: NativeCallContext, msg: Dynamic| {
+            log_line(&ctx, level, &msg)
+        });
     }
     engine.register_static_module("log", log.into());
 
     let mut env = Module::new();
-    FuncRegistration::new("get").set_into_module(&mut env, env_get);
+    sdk_fn(
+        "get",
+        &["name: &str", "Dynamic"],
+        "The app's variable `name` (a string), or `()`.",
+    )
+    .set_into_module(&mut env, env_get);
     engine.register_static_module("env", env.into());
 
     let mut time = Module::new();
-    FuncRegistration::new("now_ms").set_into_module(&mut time, || -> INT {
-        INT::try_from(picloud_core::now_ms()).unwrap_or(INT::MAX)
-    });
+    sdk_fn("now_ms", &["i64"], "Milliseconds since the Unix epoch.")
+        .set_into_module(&mut time, || -> INT {
+            INT::try_from(picloud_core::now_ms()).unwrap_or(INT::MAX)
+        });
     engine.register_static_module("time", time.into());
 
     let mut crypto = Module::new();
-    FuncRegistration::new("sha256_hex")
-        .set_into_module(&mut crypto, |s: &str| hex_sha256(s.as_bytes()));
-    FuncRegistration::new("hmac_sha256_hex").set_into_module(
+    sdk_fn(
+        "sha256_hex",
+        &["data: &str", "&str"],
+        "SHA-256 of the string's bytes, lower-case hex.",
+    )
+    .set_into_module(&mut crypto, |s: &str| hex_sha256(s.as_bytes()));
+    sdk_fn(
+        "hmac_sha256_hex",
+        &["key: &str", "data: &str", "&str"],
+        "HMAC-SHA256 of `data` with `key`, lower-case hex.",
+    )
+    .set_into_module(
         &mut crypto,
         |ctx: NativeCallContext, key: &str, s: &str| -> Res<String> {
             let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key.as_bytes())
@@ -341,18 +399,37 @@ pub fn register(engine: &mut Engine) {
             Ok(hex::encode(mac.finalize().into_bytes()))
         },
     );
-    FuncRegistration::new("constant_time_eq")
-        .set_into_module(&mut crypto, |a: &str, b: &str| constant_time_eq(a, b));
+    sdk_fn(
+        "constant_time_eq",
+        &["a: &str", "b: &str", "bool"],
+        "Whether `a` and `b` are the same bytes, in time independent of where they differ.",
+    )
+    .set_into_module(&mut crypto, |a: &str, b: &str| constant_time_eq(a, b));
     engine.register_static_module("crypto", crypto.into());
 
     let mut b64 = Module::new();
-    FuncRegistration::new("encode").set_into_module(&mut b64, |s: &str| {
+    sdk_fn(
+        "encode",
+        &["data: &str", "&str"],
+        "Standard base64 of the string's bytes.",
+    )
+    .set_into_module(&mut b64, |s: &str| {
         base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
     });
-    FuncRegistration::new("encode").set_into_module(&mut b64, |b: rhai::Blob| {
+    sdk_fn(
+        "encode",
+        &["data: Blob", "&str"],
+        "Standard base64 of the bytes.",
+    )
+    .set_into_module(&mut b64, |b: rhai::Blob| {
         base64::engine::general_purpose::STANDARD.encode(&b)
     });
-    FuncRegistration::new("decode").set_into_module(
+    sdk_fn(
+        "decode",
+        &["text: &str", "Dynamic"],
+        "Decodes standard base64: a string when the bytes are UTF-8, else a blob.",
+    )
+    .set_into_module(
         &mut b64,
         |ctx: NativeCallContext, s: &str| -> Res<Dynamic> {
             let bytes = base64::engine::general_purpose::STANDARD
@@ -368,8 +445,13 @@ pub fn register(engine: &mut Engine) {
     engine.register_static_module("base64", b64.into());
 
     let mut events = Module::new();
-    FuncRegistration::new("emit").set_into_module(&mut events, events_emit);
-    FuncRegistration::new("emit")
+    sdk_fn(
+        "emit",
+        &["name: &str", "payload: Dynamic", "i64"],
+        "Queues the app's triggered scripts for event `name`; how many were queued.",
+    )
+    .set_into_module(&mut events, events_emit);
+    sdk_fn("emit", &["name: &str", "i64"], "`emit(name, ())`.")
         .set_into_module(&mut events, |ctx: NativeCallContext, name: &str| {
             events_emit(ctx, name, Dynamic::UNIT)
         });

@@ -986,5 +986,5 @@ fn invoke(
     if usage.deadline_passed {
         return Err(ScriptFailure::Timeout);
     }
-    contract::to_response(value, &request_id)
+    contract::to_response(value, &request_id, app.limits.heap_bytes_max)
 }

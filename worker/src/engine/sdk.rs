@@ -20,14 +20,14 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use picloud_core::services::{KvLimits, KvStore, LogLine};
-use picloud_core::{CatalogApp, Limits};
+use picloud_core::{CatalogApp, LimitKind, Limits};
 use rhai::{
     Array, Dynamic, Engine, EvalAltResult, FuncRegistration, INT, ImmutableString, Module,
     NativeCallContext,
 };
 use sha2::{Digest, Sha256};
 
-use super::contract::{self, SizeCaps};
+use super::contract::{self, ScriptFailure, SizeCaps};
 use crate::metrics::{self, KvOp};
 
 /// The SDK's version, as `sdk_version()` and `/v1/health` report it. Bumped when a function is
@@ -131,16 +131,33 @@ fn kv_handle(ctx: &NativeCallContext) -> Res<(Arc<dyn KvStore>, String, Limits)>
     })
 }
 
-/// A script value as JSON for storage (same rules as a JSON response body).
-fn to_value(ctx: &NativeCallContext, v: &Dynamic) -> Res<serde_json::Value> {
-    let bytes = contract::to_json(v).map_err(|f| error(ctx, format!("kv: {}", f.message())))?;
-    serde_json::from_slice(&bytes).map_err(|e| error(ctx, format!("kv: {e}")))
+/// A script value as JSON (same rules as a JSON response body), at most `bytes_max` bytes of
+/// it. A limit hit on the way (a value nested too deep, JSON over `bytes_max`) is raised as that
+/// limit (`limit_exceeded`), not as a script error; `what` names the call for the message.
+fn to_value(
+    ctx: &NativeCallContext,
+    what: &str,
+    v: &Dynamic,
+    bytes_max: usize,
+) -> Res<serde_json::Value> {
+    let bytes = contract::to_json_capped(v, bytes_max).map_err(|f| match f {
+        ScriptFailure::Limit(LimitKind::Size) => EvalAltResult::ErrorDataTooLarge(
+            format!("{what}: value over {bytes_max} bytes as JSON"),
+            ctx.call_position(),
+        )
+        .into(),
+        other => other.into_eval(what, ctx.call_position()),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| error(ctx, format!("{what}: {e}")))
 }
 
-/// A stored JSON value back as a script value, within the app's size caps.
+/// A stored JSON value back as a script value, within the app's size caps: a value over them
+/// is a `size` limit, like an oversized `request.json`.
 fn from_value(ctx: &NativeCallContext, v: &serde_json::Value, limits: &Limits) -> Res<Dynamic> {
     let bytes = serde_json::to_vec(v).map_err(|e| error(ctx, format!("kv: {e}")))?;
-    contract::parse_json_body(&bytes, SizeCaps::of(limits)).map_err(|m| error(ctx, m))
+    contract::parse_json_body(&bytes, SizeCaps::of(limits)).map_err(|m| {
+        EvalAltResult::ErrorDataTooLarge(format!("kv::get: {m}"), ctx.call_position()).into()
+    })
 }
 
 /// Runs one store call for `op`, counting it and its duration in the node's metrics (here,
@@ -168,7 +185,9 @@ fn kv_set(ctx: &NativeCallContext, key: &str, value: &Dynamic, ttl_secs: Option<
         Some(_) => return Err(error(ctx, "kv::set: ttl_secs must be positive")),
     };
     let (kv, app, limits) = kv_handle(ctx)?;
-    let value = to_value(ctx, value)?;
+    // The store refuses a value over `kv_value_bytes_max` too (as invalid input); checking
+    // here makes it the `size` limit it is, and stops the conversion as soon as it is over.
+    let value = to_value(ctx, "kv::set", value, limits.kv_value_bytes_max)?;
     measured(KvOp::Set, || {
         kv.kv_set(
             &app,
@@ -254,15 +273,17 @@ fn env_get(ctx: NativeCallContext, name: &str) -> Res<Dynamic> {
 }
 
 fn events_emit(ctx: NativeCallContext, name: &str, payload: Dynamic) -> Res<INT> {
-    let payload = to_value(&ctx, &payload)?;
-    let (app, services, depth, max) = with_current(&ctx, |inv| {
+    let (app, services, depth, max, payload_bytes_max) = with_current(&ctx, |inv| {
         Ok((
             inv.app.clone(),
             inv.services.clone(),
             inv.depth,
             inv.limits.event_depth_max,
+            inv.limits.body_bytes_max,
         ))
     })?;
+    // A payload is what a triggered run gets instead of a request body: as large at most.
+    let payload = to_value(&ctx, "events::emit", &payload, payload_bytes_max)?;
     if depth >= max {
         return Err(error(
             &ctx,
@@ -300,8 +321,22 @@ fn sdk_fn(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
         .with_comments([format!("/// {doc}")])
 }
 
-/// Registers the SDK on `engine`.
-pub fn register(engine: &mut Engine) {
+/// Base64 of `bytes`, refused as a `size` limit before encoding when the text would be longer
+/// than `string_bytes_max` (4 characters per 3 bytes: a string at the limit encodes to more).
+fn base64_encode(ctx: &NativeCallContext, bytes: &[u8], string_bytes_max: usize) -> Res<String> {
+    let encoded_len = bytes.len().div_ceil(3).saturating_mul(4);
+    if encoded_len > string_bytes_max {
+        return Err(EvalAltResult::ErrorDataTooLarge(
+            format!("base64::encode: {encoded_len} bytes of base64, over the string limit"),
+            ctx.call_position(),
+        )
+        .into());
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// Registers the SDK on `engine`, whose strings are at most `string_bytes_max` bytes.
+pub fn register(engine: &mut Engine, string_bytes_max: usize) {
     let mut kv = Module::new();
     sdk_fn(
         "get",
@@ -413,16 +448,16 @@ pub fn register(engine: &mut Engine) {
         &["data: &str", "&str"],
         "Standard base64 of the string's bytes.",
     )
-    .set_into_module(&mut b64, |s: &str| {
-        base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+    .set_into_module(&mut b64, move |ctx: NativeCallContext, s: &str| {
+        base64_encode(&ctx, s.as_bytes(), string_bytes_max)
     });
     sdk_fn(
         "encode",
         &["data: Blob", "&str"],
         "Standard base64 of the bytes.",
     )
-    .set_into_module(&mut b64, |b: rhai::Blob| {
-        base64::engine::general_purpose::STANDARD.encode(&b)
+    .set_into_module(&mut b64, move |ctx: NativeCallContext, b: rhai::Blob| {
+        base64_encode(&ctx, &b, string_bytes_max)
     });
     sdk_fn(
         "decode",
@@ -478,7 +513,7 @@ mod tests {
     #[test]
     fn constant_time_eq_is_in_the_crypto_namespace() {
         let mut engine = Engine::new();
-        register(&mut engine);
+        register(&mut engine, 1 << 20);
         let eval = |script: &str| engine.eval::<bool>(script).expect(script);
         assert!(eval(r#"crypto::constant_time_eq("abc", "abc")"#));
         assert!(!eval(r#"crypto::constant_time_eq("abc", "abd")"#));

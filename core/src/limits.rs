@@ -81,6 +81,10 @@ pub struct Limits {
     pub audit_entries_max: usize,
     /// How deep events may trigger events (`events::emit` from a triggered script, ...).
     pub event_depth_max: usize,
+    /// After a run whose heap peak reached this many bytes, the engine pool hands freed
+    /// memory back to the OS when it next goes idle (glibc `malloc_trim`; see
+    /// `worker/src/engine/alloc.rs`). 0 never does.
+    pub idle_trim_bytes_min: usize,
 
     // --- script (per app, may be overridden) ---
     /// Wall-clock deadline of one invocation; past it → 504 `timeout`.
@@ -135,6 +139,7 @@ impl Default for Limits {
             log_line_bytes_max: 2 * KIB,
             log_queue_len_max: 8_192,
             event_depth_max: 4,
+            idle_trim_bytes_min: 256 * KIB,
             audit_entries_max: 10_000,
             apps_max: 1_000,
             app_scripts_max: 1_000,

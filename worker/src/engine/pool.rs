@@ -171,6 +171,12 @@ struct Queue {
     parked: Mutex<Vec<Thread>>,
     /// Engine threads started (for the busy-engines gauge: those not in `parked`).
     workers: usize,
+    /// Set by an engine after a run whose heap peak reached `trim_bytes_min`; taken by the
+    /// last engine to park, which then returns freed memory to the OS (`alloc.rs`). No timer:
+    /// the pool going idle is the moment, and an idle node stays asleep.
+    trim_wanted: AtomicBool,
+    /// `Limits::idle_trim_bytes_min` (0: never trim).
+    trim_bytes_min: u64,
     /// Started on the first submit from a coroutine (so a pool used only from plain threads
     /// never starts may's scheduler).
     doorbell: OnceLock<Arc<Doorbell>>,
@@ -202,10 +208,19 @@ impl Queue {
             // re-check; a waker that runs after it finds this thread in `parked`. An unpark
             // that lands before `park` makes `park` return at once.
             let me = thread::current();
-            self.parked.lock().push(me.clone());
+            let last = {
+                let mut parked = self.parked.lock();
+                parked.push(me.clone());
+                parked.len() == self.workers
+            };
             if let Ok(w) = self.rx.try_recv() {
                 self.unlist(&me);
                 return w;
+            }
+            // The pool just went idle: a job arriving now unparks us (so `park` returns at
+            // once) and waits only for the trim.
+            if last && self.trim_wanted.swap(false, Ordering::Relaxed) {
+                super::alloc::release_free_memory();
             }
             thread::park();
             self.unlist(&me);
@@ -529,6 +544,8 @@ impl Pool {
                 closed: AtomicBool::new(false),
                 parked: Mutex::new(Vec::with_capacity(workers)),
                 workers,
+                trim_wanted: AtomicBool::new(false),
+                trim_bytes_min: u64::try_from(limits.idle_trim_bytes_min).unwrap_or(u64::MAX),
                 doorbell: OnceLock::new(),
                 pump: OnceLock::new(),
             })),
@@ -562,6 +579,7 @@ impl Pool {
                         services,
                         sink,
                         records: Vec::new(),
+                        last_heap_peak_bytes: 0,
                     };
                     engine_main(&queue, runner);
                 });
@@ -674,6 +692,7 @@ impl InlineRunner {
                 services: Arc::new(Services::default()),
                 sink: None,
                 records: Vec::new(),
+                last_heap_peak_bytes: 0,
             },
         }
     }
@@ -772,6 +791,9 @@ fn engine_main(queue: &Queue, mut runner: Runner) {
             origin,
         } = job;
         let resp = runner.run(&app, &script, request, &origin);
+        if queue.trim_bytes_min > 0 && runner.last_heap_peak_bytes >= queue.trim_bytes_min {
+            queue.trim_wanted.store(true, Ordering::Relaxed);
+        }
         if let Some(reply) = reply {
             hold_reply(reply, resp);
         }
@@ -787,6 +809,8 @@ struct Runner {
     sink: Option<Arc<dyn InvocationSink>>,
     /// Records of finished runs not yet handed to the sink.
     records: Vec<InvocationRecord>,
+    /// Heap peak of the last run (for the idle trim, see `Queue::trim_wanted`).
+    last_heap_peak_bytes: u64,
 }
 
 /// Records an engine holds before handing them to the sink in one batch. Under load the log
@@ -882,6 +906,7 @@ impl Runner {
                 )
             }
         };
+        self.last_heap_peak_bytes = measured.heap_peak_bytes;
         if let (Some(code), Some(stats)) = (error, AppStats::of(app)) {
             stats.count_error(code);
         }

@@ -83,7 +83,7 @@ pub struct Limits {
     pub event_depth_max: usize,
     /// After a run whose heap peak reached this many bytes, the engine pool hands freed
     /// memory back to the OS when it next goes idle (glibc `malloc_trim`; see
-    /// `worker/src/engine/alloc.rs`). 0 never does.
+    /// `worker/src/engine/alloc.rs`). Above `heap_bytes_max` (and every app's), it never does.
     pub idle_trim_bytes_min: usize,
 
     // --- script (per app, may be overridden) ---

@@ -175,7 +175,7 @@ struct Queue {
     /// last engine to park, which then returns freed memory to the OS (`alloc.rs`). No timer:
     /// the pool going idle is the moment, and an idle node stays asleep.
     trim_wanted: AtomicBool,
-    /// `Limits::idle_trim_bytes_min` (0: never trim).
+    /// `Limits::idle_trim_bytes_min` (above every heap cap: never trim).
     trim_bytes_min: u64,
     /// Started on the first submit from a coroutine (so a pool used only from plain threads
     /// never starts may's scheduler).
@@ -791,7 +791,7 @@ fn engine_main(queue: &Queue, mut runner: Runner) {
             origin,
         } = job;
         let resp = runner.run(&app, &script, request, &origin);
-        if queue.trim_bytes_min > 0 && runner.last_heap_peak_bytes >= queue.trim_bytes_min {
+        if runner.last_heap_peak_bytes >= queue.trim_bytes_min {
             queue.trim_wanted.store(true, Ordering::Relaxed);
         }
         if let Some(reply) = reply {

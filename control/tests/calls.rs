@@ -19,8 +19,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_picloud");
 const MODULE_M: &str =
     "fn f(x) { x }\nfn g(a, b) { a + b }\nfn g(a) { a }\nprivate fn hidden() { 1 }";
 
-/// (script, `None` = accepted, or refused at (line, column) naming this function)
-const TABLE: &[(&str, Option<(u64, u64, &str)>)] = &[
+/// Refused at (line, column), naming this function.
+type Refused = (u64, u64, &'static str);
+
+/// (script, `None` = accepted, or refused)
+const TABLE: &[(&str, Option<Refused>)] = &[
     // SDK namespaces: misnamed, wrong arity, right.
     ("kv::get(\"x\")", None),
     (

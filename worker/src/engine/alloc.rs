@@ -184,6 +184,25 @@ pub fn net_bytes() -> isize {
     COUNTER.with(|c| c.get().net_bytes)
 }
 
+/// Hands memory the process has freed back to the OS, so RSS after a burst of big scripts
+/// returns to where it was (glibc keeps freed memory in each thread's arena: RSS 19 → 26 MiB
+/// after 44 hostile scripts, bench/NOTES.md). glibc's `malloc_trim(0)` releases the free top of
+/// every arena and the free pages inside them (`MADV_DONTNEED`); it walks each arena's free
+/// chunks, so it costs microseconds to a few milliseconds and is called only when the engine
+/// pool goes idle after a big run (`pool.rs`), never per request.
+///
+/// Elsewhere it does nothing: musl's allocator (the static container build) returns large
+/// frees to the OS itself and has no `malloc_trim`; mimalloc (feature `mimalloc`) purges freed
+/// pages on its own after a delay.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+    // SAFETY: malloc_trim takes the allocator's own locks; it has no preconditions and may be
+    // called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,24 +226,5 @@ mod tests {
         assert_eq!(gate_ops(), u64::MAX);
         let _w = vec![0u8; 50_000];
         assert_eq!(peak_bytes(), 0);
-    }
-}
-
-/// Hands memory the process has freed back to the OS, so RSS after a burst of big scripts
-/// returns to where it was (glibc keeps freed memory in each thread's arena: RSS 19 → 26 MiB
-/// after 44 hostile scripts, bench/NOTES.md). glibc's `malloc_trim(0)` releases the free top of
-/// every arena and the free pages inside them (`MADV_DONTNEED`); it walks each arena's free
-/// chunks, so it costs microseconds to a few milliseconds and is called only when the engine
-/// pool goes idle after a big run (`pool.rs`), never per request.
-///
-/// Elsewhere it does nothing: musl's allocator (the static container build) returns large
-/// frees to the OS itself and has no `malloc_trim`; mimalloc (feature `mimalloc`) purges freed
-/// pages on its own after a delay.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
-    // SAFETY: malloc_trim takes the allocator's own locks; it has no preconditions and may be
-    // called from any thread at any time.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -5,7 +5,7 @@ returned) and on (the default), alternating; then hello throughput with the trim
 forced after every run (`=1`, the worst case), alternating in the same run.
 
     python3 bench/idle_rss.py [--bin target/release/picloud] [--runs 3] [--burst 96]
-        [--concurrency 8] [--hello-runs 3] [--duration 8]
+        [--concurrency 8] [--hello-runs 3] [--duration 8] [--idle-of BIN BIN...]
 
 Each RSS run starts a fresh node (2 engine threads, no pinning by us), installs the app below,
 warms it with 20 hello requests, waits 2 s and reads `/proc/PID/smaps_rollup` (Rss, and
@@ -49,7 +49,7 @@ def start(binary: str, trim: str | None, workers: int, cpus: str | None) -> tupl
     data = tempfile.TemporaryDirectory(prefix="picloud-rss-")
     port, admin_port = free_port(), free_port()
     env = picloud_env(data.name, port, admin_port, workers)
-    if trim is not None:
+    if trim:
         env["PICLOUD_IDLE_TRIM_BYTES_MIN"] = trim
     s = Server("picloud-rss", [binary, "serve"], r"^picloud ready ", cpus, env).start()
     return s, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", data
@@ -158,6 +158,22 @@ def hello_run(binary: str, trim: str | None, duration: float) -> dict:
         data.cleanup()
 
 
+def idle_of(binary: str) -> dict:
+    """Idle RSS of `binary` after the same setup and warm-up as an RSS run, no burst (to
+    compare two builds, e.g. the cost of Rhai's `metadata` feature)."""
+    s, base, admin, data = start(binary, None, 2, None)
+    try:
+        install(admin, dict(HEAVY, hello=HELLO))
+        for _ in range(20):
+            get(f"{base}/rss/hello")
+        time.sleep(2)
+        wait_idle(s.pid)
+        return dict(smaps(s.pid), binary=binary)
+    finally:
+        s.stop()
+        data.cleanup()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", default=str(picloud_bin()))
@@ -166,7 +182,16 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--hello-runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=8)
+    ap.add_argument("--idle-of", nargs="*", default=[], metavar="BIN",
+                    help="also the idle RSS (no burst) of these builds, alternating, --runs times")
     a = ap.parse_args()
+
+    idle = []
+    for _ in range(a.runs if a.idle_of else 0):
+        for b in a.idle_of:
+            r = idle_of(b)
+            print(json.dumps(r), flush=True)
+            idle.append(r)
 
     rss = []
     for _ in range(a.runs):
@@ -194,9 +219,18 @@ def main() -> int:
             for t in (OFF, "default")
         },
         "hello_rps_median": {t: med(hello, "rps", t) for t in (OFF, "default", "1")},
+        "idle_rss_kib_median_by_binary": {
+            b: statistics.median([r["rss_kib"] for r in idle if r["binary"] == b])
+            for b in a.idle_of
+        },
+        "idle_anon_kib_median_by_binary": {
+            b: statistics.median([r["anonymous_kib"] for r in idle if r["binary"] == b])
+            for b in a.idle_of
+        },
         "machine": machine_info(),
     }
-    print(json.dumps({"summary": summary, "rss_runs": rss, "hello_runs": hello}, indent=1))
+    print(json.dumps({"summary": summary, "rss_runs": rss, "hello_runs": hello, "idle_runs": idle},
+                     indent=1))
     return 0
 
 

@@ -537,6 +537,10 @@ impl Pool {
             Vec::new()
         };
         let node_profile = EngineProfile::of(limits);
+        // The idle trim is on unless its threshold is above every possible heap cap.
+        if limits.idle_trim_bytes_min <= picloud_core::limits::max::HEAP_BYTES {
+            super::alloc::map_large_allocations();
+        }
         let mut pool = Pool {
             queue: Submitter(Arc::new(Queue {
                 tx,

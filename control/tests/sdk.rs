@@ -106,11 +106,12 @@ fn kv_operations_work(n: &TestNode) {
         (kv_call(n, "op=get&key=t", "").status == 204).then_some(())
     });
     assert_eq!(kv_call(n, "op=list&prefix=t", "").json(), json!([]));
-    // A value over the bound is the script's error, with a clear message.
+    // A value over the bound is a size limit (issue 12 item 5), as every size limit is.
     let big = format!("\"{}\"", "x".repeat(70 * 1024));
     let r = kv_call(n, "op=set&key=big", &big);
     assert_eq!(r.status, 500, "{r:?}");
-    assert!(r.text().contains("kv::set"), "{r:?}");
+    assert_eq!(r.json()["error"], "limit_exceeded", "{r:?}");
+    assert_eq!(r.json()["limit"], "size", "{r:?}");
     // The admin API sees the same data.
     let r = n.admin("GET", "/v1/apps/kv/kv/a", "");
     assert_eq!(r.json(), json!({"x":[1,2.5,"s",null,true]}));

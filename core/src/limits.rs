@@ -81,6 +81,10 @@ pub struct Limits {
     pub audit_entries_max: usize,
     /// How deep events may trigger events (`events::emit` from a triggered script, ...).
     pub event_depth_max: usize,
+    /// After a run whose heap peak reached this many bytes, the engine pool hands freed
+    /// memory back to the OS when it next goes idle (glibc `malloc_trim`; see
+    /// `worker/src/engine/alloc.rs`). Above `heap_bytes_max` (and every app's), it never does.
+    pub idle_trim_bytes_min: usize,
 
     // --- fairness and quarantine (node-wide; `concurrency_max` may be overridden per app) ---
     /// Engines one app may use at once. Past it the app's jobs wait in its own queue; with
@@ -153,6 +157,7 @@ impl Default for Limits {
             log_line_bytes_max: 2 * KIB,
             log_queue_len_max: 8_192,
             event_depth_max: 4,
+            idle_trim_bytes_min: 256 * KIB,
             concurrency_max: 1,
             quarantine_failures_min: 20,
             quarantine_window_runs: 30,

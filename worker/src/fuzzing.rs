@@ -8,7 +8,7 @@
 
 use picloud_core::Limits;
 
-use crate::engine::{SizeCaps, parse_json_body, to_json};
+use crate::engine::{SizeCaps, parse_json_body, to_json_capped};
 use crate::http::{BodyFraming, ChunkError, ChunkedDecoder, HeadLimits, HeadScanner};
 
 /// The body framing a head declared.
@@ -121,7 +121,8 @@ pub fn json_body(body: &[u8], limits: &Limits) -> Result<Option<Vec<u8>>, String
     if value.is_unit() {
         return Ok(None);
     }
-    to_json(&value)
+    // Uncapped output: the round trip checks the conversion, not the response bound.
+    to_json_capped(&value, usize::MAX)
         .map(Some)
         .map_err(|e| format!("to_json failed on a parsed body: {e:?}"))
 }

@@ -622,3 +622,236 @@ fn a_held_reply_never_waits_behind_a_slow_job() {
         "the fast reply ({fast_elapsed:?}) waited for the slow job ({slow_elapsed:?})"
     );
 }
+
+/// A KV store in a map, for the SDK's size checks (the real stores are tested in control).
+#[derive(Default)]
+struct MapKv(parking_lot::Mutex<std::collections::HashMap<String, serde_json::Value>>);
+
+impl picloud_core::services::KvStore for MapKv {
+    fn kv_get(
+        &self,
+        _app: &str,
+        key: &str,
+        _now_ms: u64,
+    ) -> picloud_core::store::StoreResult<Option<serde_json::Value>> {
+        Ok(self.0.lock().get(key).cloned())
+    }
+    fn kv_set(
+        &self,
+        _app: &str,
+        key: &str,
+        value: &serde_json::Value,
+        _ttl_ms: Option<u64>,
+        _now_ms: u64,
+        _limits: &picloud_core::services::KvLimits,
+    ) -> picloud_core::store::StoreResult<()> {
+        self.0.lock().insert(key.to_string(), value.clone());
+        Ok(())
+    }
+    fn kv_delete(
+        &self,
+        _app: &str,
+        key: &str,
+        _now_ms: u64,
+    ) -> picloud_core::store::StoreResult<bool> {
+        Ok(self.0.lock().remove(key).is_some())
+    }
+    fn kv_list(
+        &self,
+        _app: &str,
+        _prefix: &str,
+        _limit: usize,
+        _now_ms: u64,
+    ) -> picloud_core::store::StoreResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+    fn kv_incr(
+        &self,
+        _app: &str,
+        _key: &str,
+        by: i64,
+        _now_ms: u64,
+        _limits: &picloud_core::services::KvLimits,
+    ) -> picloud_core::store::StoreResult<i64> {
+        Ok(by)
+    }
+}
+
+/// A pool whose SDK has a KV store holding `big`: a JSON array of 20 numbers (over the
+/// 10-item array limit of [`small_limits`]).
+fn pool_with_kv() -> Pool {
+    let kv = MapKv::default();
+    kv.0.lock().insert(
+        "big".into(),
+        serde_json::json!((0..20).collect::<Vec<i64>>()),
+    );
+    let mut config = PoolConfig::new(1);
+    config.services = Arc::new(picloud_worker::engine::sdk::Services {
+        kv: Some(Arc::new(kv)),
+        ..Default::default()
+    });
+    Pool::start_with(config, &Limits::default()).expect("pool starts")
+}
+
+/// Arrays and maps of at most 10 items, strings of at most 64 bytes, KV values of at most 64
+/// bytes, request bodies (and so event payloads) of at most 64 bytes.
+fn small_limits() -> Limits {
+    Limits {
+        array_len_max: 10,
+        map_len_max: 10,
+        string_bytes_max: 64,
+        kv_value_bytes_max: 64,
+        body_bytes_max: 64,
+        ..Limits::default()
+    }
+}
+
+/// Issue 12 item 5: a size limit hit inside a native function (the standard library's
+/// producers, the SDK, JSON conversions) is `limit_exceeded` / `size`, never `script_error`.
+/// Each case has a twin just within the limit that succeeds, so the check is at the limit.
+#[test]
+fn size_limits_inside_native_functions_are_size_errors() {
+    let pool = pool_with_kv();
+    let eleven = "\"abcdefghijk\"";
+    let ten = "\"abcdefghij\"";
+    let cases: &[(&str, &str)] = &[
+        // (within the limit, over it)
+        (
+            &format!("{ten}.to_chars()"),
+            &format!("{eleven}.to_chars()"),
+        ),
+        (&format!("{ten}.to_blob()"), &format!("{eleven}.to_blob()")),
+        (
+            "\"a,b,c,d,e,f,g,h,i,j\".split(\",\")",
+            "\"a,b,c,d,e,f,g,h,i,j,k\".split(\",\")",
+        ),
+        (
+            "\"a,b,c,d,e,f,g,h,i,j\".split(',')",
+            "\"a,b,c,d,e,f,g,h,i,j,k\".split(',')",
+        ),
+        (
+            "\"a,b,c,d,e,f,g,h,i,j,k\".split(\",\", 10)",
+            "\"a,b,c,d,e,f,g,h,i,j,k\".split(\",\", 11)",
+        ),
+        (
+            "\"a b c d e f g h i j\".split()",
+            "\"a b c d e f g h i j k\".split()",
+        ),
+        (
+            "\"a,b,c,d,e,f,g,h,i,j\".split_rev(\",\")",
+            "\"a,b,c,d,e,f,g,h,i,j,k\".split_rev(\",\")",
+        ),
+        (
+            "\"a,b,c,d,e,f,g,h,i,j,k\".split_rev(',', 10)",
+            "\"a,b,c,d,e,f,g,h,i,j,k\".split_rev(',', 11)",
+        ),
+        (
+            "let a = [1, 2, 3]; a.splice(1, 1, [4, 5, 6, 7, 8, 9, 10, 11]); a",
+            "let a = [1, 2, 3]; a.splice(1, 0, [4, 5, 6, 7, 8, 9, 10, 11]); a",
+        ),
+        (
+            "let b = blob(5); b.splice(-1, 1, blob(6)); b.len()",
+            "let b = blob(5); b.splice(-1, 0, blob(6)); b.len()",
+        ),
+        (
+            "parse_json(\"[1,2,3,4,5,6,7,8,9,10]\")",
+            "parse_json(\"[1,2,3,4,5,6,7,8,9,10,11]\")",
+        ),
+        (
+            "parse_json(\"{\\\"a\\\": [1,2,3,4,5,6,7,8,9,10]}\")",
+            "parse_json(\"{\\\"a\\\": [1,2,3,4,5,6,7,8,9,10,11]}\")",
+        ),
+        // Rhai's map `to_json` is a string like any other (64 bytes here).
+        (
+            "let s = xs(56); let m = #{a: s}; m.to_json()",
+            "let s = xs(57); let m = #{a: s}; m.to_json()",
+        ),
+        // base64 text of 48 bytes is 64 bytes; of 49, 68.
+        ("base64::encode(xs(48))", "base64::encode(xs(49))"),
+        // KV: a value over kv_value_bytes_max as JSON; a stored value over the array limit.
+        ("kv::set(\"k\", xs(62))", "kv::set(\"k\", xs(63))"),
+        (
+            "kv::set(\"k\", [1], 60); kv::get(\"k\")",
+            "kv::get(\"big\")",
+        ),
+        // An event payload is at most a request body's size.
+        ("events::emit(\"e\", xs(62))", "events::emit(\"e\", xs(63))"),
+    ];
+    // `xs(n)`: a string of n `x`s (`pad` changes a string in place and returns nothing).
+    let xs = "fn xs(n) { let s = \"x\"; s.pad(n, 'x'); s }\n";
+    for (within, over) in cases {
+        let (resp, _) = run(&pool, &format!("{xs}{within}"), small_limits());
+        assert!(
+            resp.status < 300,
+            "{within}: {} {}",
+            resp.status,
+            body(&resp)
+        );
+        let (resp, _) = run(&pool, &format!("{xs}{over}"), small_limits());
+        assert_eq!(body(&resp)["limit"], "size", "{over}: {}", body(&resp));
+        assert_limit(&resp, "size");
+    }
+    // A syntax error in `parse_json` stays a script error.
+    let (resp, _) = run(&pool, "parse_json(\"[1,\")", small_limits());
+    assert_eq!(body(&resp)["error"], "script_error", "{}", body(&resp));
+    assert_lives_on(&pool);
+}
+
+/// Hashes and HMACs are fixed-size whatever the input: the biggest string hashes fine.
+#[test]
+fn crypto_on_the_largest_string_succeeds() {
+    let pool = pool();
+    // (Unoptimised test builds hash a MiB slowly.)
+    let limits = Limits {
+        string_bytes_max: 1 << 20,
+        timeout_ms: 30_000,
+        ..Limits::default()
+    };
+    let script =
+        "let s = \"x\"; s.pad(1048576, 'x'); crypto::sha256_hex(s) + crypto::hmac_sha256_hex(s, s)";
+    let (resp, _) = run(&pool, script, limits);
+    assert_eq!(resp.status, 200, "{}", body(&resp));
+    assert_eq!(resp.body.len(), 128);
+}
+
+/// A value nested too deeply for JSON inside the SDK is the `depth` limit it is.
+#[test]
+fn kv_set_of_a_too_deep_value_is_a_depth_error() {
+    let pool = pool_with_kv();
+    let script = "let a = []; for i in 0..200 { a = [a]; } kv::set(\"k\", a)";
+    let (resp, _) = run(&pool, script, Limits::default());
+    assert_limit(&resp, "depth");
+}
+
+/// The response conversion runs after the heap counter is disarmed, and JSON can be several
+/// times larger than the value (`"\u0000"` is six bytes for one): a body over the app's heap
+/// cap is a `size` limit, not an unbounded allocation.
+#[test]
+fn a_response_body_over_the_heap_cap_is_a_size_error() {
+    let pool = pool();
+    let limits = Limits {
+        heap_bytes_max: 256 * 1024,
+        ..Limits::default()
+    };
+    // 60,000 NULs: 60 KB as a string, 360 KB as JSON.
+    let (resp, _) = run(
+        &pool,
+        "let s = \"\\x00\"; s.pad(60000, '\\x00'); [s]",
+        limits.clone(),
+    );
+    assert_limit(&resp, "size");
+    let (resp, _) = run(
+        &pool,
+        "let s = \"\\x00\"; s.pad(60000, '\\x00'); #{status: 200, body: [s]}",
+        limits.clone(),
+    );
+    assert_limit(&resp, "size");
+    // 30,000 NULs: 180 KB of JSON, within the cap.
+    let (resp, _) = run(
+        &pool,
+        "let s = \"\\x00\"; s.pad(30000, '\\x00'); [s]",
+        limits,
+    );
+    assert_eq!(resp.status, 200, "{}", body(&resp));
+    assert_lives_on(&pool);
+}

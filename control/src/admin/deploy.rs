@@ -1,7 +1,8 @@
 //! `POST /v1/apps/APP/deploy`: a whole bundle (settings, scripts, routes, schedules, triggers,
 //! env) checked and then stored in one transaction, or nothing at all.
 //!
-//! Owns: reading and checking the bundle. Does not own: planning and applying it (core's
+//! Owns: reading and checking the bundle (every script's calls against the modules the app
+//! will have after it). Does not own: planning and applying it (core's
 //! `plan_deploy` and the store) or the `deploy` role's extra rule (`mod.rs`,
 //! `deploy_allowed`).
 
@@ -12,7 +13,9 @@ use picloud_core::store::app_state;
 use picloud_core::{AppConfig, Bundle, ErrorCode, Limits, Route, RouteTable, ScriptKind};
 use serde_json::{Value, json};
 
-use super::scripts::import_error;
+use picloud_worker::engine::{ModuleExports, check_calls};
+
+use super::scripts::{import_error, unknown_call};
 use super::tables::{route_error, validate_env, validate_schedules, validate_triggers};
 use super::wire::json_response;
 use super::{Admin, AdminError, AdminResult, bounds};
@@ -109,6 +112,7 @@ impl Admin {
         let (body, config) = read_body(body)?;
         let mut scripts = Vec::with_capacity(body.scripts.len());
         let mut analyses = Vec::with_capacity(body.scripts.len());
+        let mut asts = Vec::with_capacity(body.scripts.len());
         for (name, script) in &body.scripts {
             let with_name = |mut e: AdminError| {
                 e.extra.insert(0, ("script", Value::from(name.as_str())));
@@ -126,11 +130,12 @@ impl Admin {
                     ),
                 )));
             }
-            let (write, analysis) = self
+            let (write, analysis, ast) = self
                 .prepare(name, script.kind, &script.source)
                 .map_err(with_name)?;
             scripts.push((name.clone(), write));
             analyses.push((name.as_str(), analysis));
+            asts.push(ast);
         }
         check_tables(&body, &self.limits)?;
         self.deploy_bounds(
@@ -180,6 +185,28 @@ impl Admin {
             {
                 return Err(e);
             }
+        }
+        // Calls, against the modules the app will have: the bundle's, then (without `prune`)
+        // the stored ones it does not replace.
+        let mut exports = ModuleExports::new();
+        for ((name, write), ast) in bundle.scripts.iter().zip(&asts) {
+            if write.kind == ScriptKind::Module {
+                exports.add(name, ast);
+            }
+        }
+        if !bundle.prune && self.store.get_app(app)?.is_some() {
+            let imports: Vec<String> = analyses
+                .iter()
+                .flat_map(|(_, a)| a.imports.iter().cloned())
+                .collect();
+            self.stored_exports(app, &imports, &mut exports)?;
+        }
+        for ((name, _), ast) in analyses.iter().zip(&asts) {
+            check_calls(ast, &exports).map_err(|e| {
+                let mut e = unknown_call(&e);
+                e.extra.insert(0, ("script", Value::from(*name)));
+                e
+            })?;
         }
         let done = self.store.deploy(app, &bundle)?;
         Ok(json_response(

@@ -3,15 +3,20 @@
 //!
 //! Owns: compiling a source under the production engine settings before anything is stored
 //! (422 `compile_error` at line and column), save-time module analysis (imports, module shape)
-//! and import errors at the import's line; the check route runs the same steps and stores
-//! nothing. Does not own: storage rules (the store checks the
+//! and import errors at the import's line, and the call check (every statically resolvable call
+//! resolves, against the app's modules: 422 `compile_error` with `reason: "unknown_function"`);
+//! the check route runs the same steps and stores nothing. Does not own: storage rules (the store checks the
 //! integrity rules again inside its transaction) or who may call (`routes.rs`).
 
 use picloud_core::model::{validate_module_name, validate_script_name};
 use picloud_core::rules::{self, Violation};
 use picloud_core::store::app_state;
 use picloud_core::{ErrorCode, ScriptKind, ScriptWrite};
-use picloud_worker::engine::{Analysis, CompileError, analyze};
+use std::sync::Arc;
+
+use picloud_worker::engine::{
+    AST, Analysis, CompileError, ModuleExports, UnknownCall, analyze, check_calls,
+};
 use serde_json::{Value, json};
 
 use super::wire::{json_response, no_content, query_param, script_json, version_json};
@@ -44,13 +49,14 @@ impl Admin {
     /// Compiles `source` under the production engine settings (warming the shared AST cache,
     /// so the first request does not compile) and reads its imports; a module's name and shape
     /// are checked too. Failures are 422 `compile_error` with line and column (400 for a bad
-    /// module name).
+    /// module name). Calls are checked later ([`Admin::check_script_calls`]), once the modules
+    /// they may call are known.
     pub(super) fn prepare(
         &self,
         name: &str,
         kind: ScriptKind,
         source: &str,
-    ) -> Result<(ScriptWrite, Analysis), AdminError> {
+    ) -> Result<(ScriptWrite, Analysis, Arc<AST>), AdminError> {
         if kind == ScriptKind::Module {
             validate_module_name(name).map_err(AdminError::invalid)?;
         }
@@ -65,7 +71,36 @@ impl Admin {
             imports: analysis.imports.clone(),
             versions_max: self.limits.script_versions_max,
         };
-        Ok((write, analysis))
+        Ok((write, analysis, ast))
+    }
+
+    /// The public functions of the stored modules of `app` named in `imports` (those that
+    /// exist and are modules; a missing one is the import rules' error, not the call check's).
+    pub(super) fn stored_exports(
+        &self,
+        app: &str,
+        imports: &[String],
+        exports: &mut ModuleExports,
+    ) -> Result<(), AdminError> {
+        for module in imports {
+            if exports.contains(module) {
+                continue;
+            }
+            let Some(script) = self.store.get_script(app, module)? else {
+                continue;
+            };
+            if script.info.kind != ScriptKind::Module {
+                continue;
+            }
+            // Stored scripts compiled when they were saved; the cache is usually warm.
+            if let Ok(ast) = self
+                .ast_cache
+                .get_or_compile(&script.info.hash, &script.source)
+            {
+                exports.add(module, &ast);
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn save_script(
@@ -75,7 +110,7 @@ impl Admin {
         kind: ScriptKind,
         source: &str,
     ) -> AdminResult {
-        let (write, analysis) = self.prepare(name, kind, source)?;
+        let (write, analysis, ast) = self.prepare(name, kind, source)?;
         // The store checks the import graph too (inside its transaction); checking here first
         // turns a bad import of this script into a 422 pointing at the import.
         if self.store.get_app(app)?.is_some() {
@@ -98,6 +133,9 @@ impl Admin {
                 return Err(e);
             }
         }
+        let mut exports = ModuleExports::new();
+        self.stored_exports(app, &analysis.imports, &mut exports)?;
+        check_calls(&ast, &exports).map_err(|e| unknown_call(&e))?;
         let written = self.store.save_script(app, name, &write)?;
         let s = &written.value;
         Ok(json_response(
@@ -184,6 +222,11 @@ impl Admin {
                 return Err(e);
             }
         }
+        let mut exports = ModuleExports::new();
+        if app_exists {
+            self.stored_exports(app, &analysis.imports, &mut exports)?;
+        }
+        check_calls(&ast, &exports).map_err(|e| unknown_call(&e))?;
         Ok(json_response(
             200,
             &json!({"ok": true, "kind": kind.as_str(), "imports": analysis.imports}),
@@ -285,6 +328,21 @@ pub(super) fn compile_error(e: &CompileError) -> AdminError {
     err.extra = vec![
         ("line", Value::from(e.line)),
         ("column", Value::from(e.column)),
+    ];
+    err
+}
+
+/// A call that resolves to nothing as the admin API's 422: still `compile_error` (clients
+/// that know only that code keep working), with `reason: "unknown_function"` to tell it apart,
+/// the function as written (`kv::gett`) and the number of arguments.
+pub(super) fn unknown_call(e: &UnknownCall) -> AdminError {
+    let mut err = AdminError::new(ErrorCode::CompileError, e.message.clone());
+    err.extra = vec![
+        ("line", Value::from(e.line)),
+        ("column", Value::from(e.column)),
+        ("reason", Value::from("unknown_function")),
+        ("function", Value::from(e.name.as_str())),
+        ("arity", Value::from(e.arity)),
     ];
     err
 }

@@ -5,7 +5,10 @@
 //! printing one `FILE:LINE:COLUMN: message` (or `DIR/picloud.toml: message`) per error, the
 //! format editors and CI understand. Does not own any rule: folder reading is `deploy::load`
 //! (so check and deploy read a folder the same way), compilation and module shapes are the
-//! worker's (`compile_check`, `analyze`), import and route integrity `picloud_core::rules`,
+//! worker's (`AstCache`, `analyze`, `check_calls`: a call to a function that does not exist, in
+//! the SDK, the standard library, the script or the folder's modules, is an error at the call;
+//! a single file's imports cannot be known, so calls into them are not checked), import and
+//! route integrity `picloud_core::rules`,
 //! route patterns `RouteTable::compile`, cron syntax `scheduler::parse_cron`.
 
 use std::collections::BTreeSet;
@@ -15,7 +18,7 @@ use std::process::ExitCode;
 use picloud_core::model::validate_module_name;
 use picloud_core::rules::{self, AppState, Violation};
 use picloud_core::{Limits, RouteTable, ScriptKind};
-use picloud_worker::engine::{Analysis, AstCache, analyze};
+use picloud_worker::engine::{Analysis, AstCache, ModuleExports, analyze, check_calls};
 
 use super::deploy;
 
@@ -62,8 +65,12 @@ pub fn check_file(file: &str, limits: &Limits) -> Result<(), String> {
         ));
     }
     let source = String::from_utf8(source).map_err(|_| format!("{file}:1:1: not UTF-8"))?;
-    picloud_worker::engine::compile_check(&source, limits)
-        .map_err(|e| format!("{file}:{}:{}: {}", e.line, e.column, e.message))
+    let at =
+        |line: usize, column: usize, message: &str| format!("{file}:{line}:{column}: {message}");
+    let ast = AstCache::new(limits)
+        .compile(&source)
+        .map_err(|e| at(e.line, e.column, &e.message))?;
+    check_calls(&ast, &ModuleExports::new()).map_err(|e| at(e.line, e.column, &e.message))
 }
 
 /// Checks an app folder as a deploy of it to an empty app would be checked: the manifest and
@@ -87,6 +94,8 @@ pub fn check_dir(dir: &Path, limits: &Limits) -> Result<String, Vec<String>> {
     let cache = AstCache::new(limits);
     let mut state = AppState::default();
     let mut analyses: Vec<(&str, Analysis)> = Vec::new();
+    let mut asts = Vec::new();
+    let mut exports = ModuleExports::new();
     for (name, script) in &bundle.body.scripts {
         if script.source.len() > limits.source_bytes_max {
             errors.push(at(
@@ -105,9 +114,13 @@ pub fn check_dir(dir: &Path, limits: &Limits) -> Result<String, Vec<String>> {
         }
         let analysis = cache
             .get_or_compile(&picloud_core::content_hash(&script.source), &script.source)
-            .and_then(|ast| analyze(&ast, script.kind));
+            .and_then(|ast| analyze(&ast, script.kind).map(|a| (a, ast)));
         match analysis {
-            Ok(analysis) => {
+            Ok((analysis, ast)) => {
+                if script.kind == ScriptKind::Module {
+                    exports.add(name, &ast);
+                }
+                asts.push((name.as_str(), ast));
                 state
                     .scripts
                     .insert(name.clone(), (script.kind, analysis.imports.clone()));
@@ -120,6 +133,13 @@ pub fn check_dir(dir: &Path, limits: &Limits) -> Result<String, Vec<String>> {
                     .scripts
                     .insert(name.clone(), (script.kind, Vec::new()));
             }
+        }
+    }
+
+    // Calls, once every module of the folder is known.
+    for (name, ast) in &asts {
+        if let Err(e) = check_calls(ast, &exports) {
+            errors.push(at(name, e.line, e.column, &e.message));
         }
     }
 

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod backup;
 pub mod check;
 pub mod client;
+pub mod defs;
 pub mod deploy;
 pub mod dev;
 pub mod env;
@@ -157,6 +158,8 @@ pub enum Command {
         #[arg(required = true, value_name = "FILE.rhai|DIR")]
         files: Vec<String>,
     },
+    /// Print the Rhai definitions of what scripts can call (picloud defs > picloud.d.rhai)
+    Defs,
     /// Write a new app folder from a built-in template (picloud new --list shows them)
     New {
         /// The folder to create (or an empty one); its name is the app's unless --app is given
@@ -513,6 +516,7 @@ pub fn run(command: Command) -> Option<ExitCode> {
     Some(match command {
         Command::Serve(_) | Command::Migrate(_) => return None,
         Command::Check { files } => check::run(&files),
+        Command::Defs => defs::run(),
         Command::New {
             dir,
             template,

@@ -184,6 +184,44 @@ pub fn net_bytes() -> isize {
     COUNTER.with(|c| c.get().net_bytes)
 }
 
+/// Allocations at least this large get their own mapping (returned to the OS on free).
+const MMAP_THRESHOLD_BYTES: i32 = 256 * 1024;
+
+/// Makes every allocation of [`MMAP_THRESHOLD_BYTES`] or more its own mapping, returned to the
+/// OS the moment it is freed. glibc starts at 128 KiB but raises the threshold to the size of
+/// each mapped block freed (up to 32 MiB), so after one big script every big string, array or
+/// response body comes from the arenas and stays there; and a big response body is freed by the
+/// may worker after the engines parked (and trimmed). Fixing the threshold turns that off. The
+/// price: a fresh mapping (and its page faults) for each big value, only in scripts that build
+/// them. Called once by the pool when the idle trim is on; process-wide; glibc only (see
+/// [`release_free_memory`]).
+pub fn map_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+    // SAFETY: mallopt only sets a tunable under the allocator's lock; any thread, any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+    }
+}
+
+/// Hands memory the process has freed back to the OS, so RSS after a burst of big scripts
+/// returns to where it was (glibc keeps freed memory in each thread's arena: RSS 19 → 26 MiB
+/// after 44 hostile scripts, bench/NOTES.md). glibc's `malloc_trim(0)` releases the free top of
+/// every arena and the free pages inside them (`MADV_DONTNEED`); it walks each arena's free
+/// chunks, so it costs microseconds to a few milliseconds and is called only when the engine
+/// pool goes idle after a big run (`pool.rs`), never per request.
+///
+/// Elsewhere it does nothing: musl's allocator (the static container build) returns large
+/// frees to the OS itself and has no `malloc_trim`; mimalloc (feature `mimalloc`) purges freed
+/// pages on its own after a delay.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+    // SAFETY: malloc_trim takes the allocator's own locks; it has no preconditions and may be
+    // called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,9 +72,9 @@ impl ScriptRequest {
 /// app's Rhai limits: host-built values do not pass through Rhai's own checks.
 #[derive(Debug, Clone, Copy)]
 pub struct SizeCaps {
-    string_bytes_max: usize,
-    array_len_max: usize,
-    map_len_max: usize,
+    pub(crate) string_bytes_max: usize,
+    pub(crate) array_len_max: usize,
+    pub(crate) map_len_max: usize,
 }
 
 impl SizeCaps {
@@ -363,15 +363,33 @@ pub fn parse_json_body(body: &[u8], caps: SizeCaps) -> Result<Dynamic, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Dynamic::UNIT);
     }
+    match parse_json_capped(body, caps) {
+        Ok(v) => Ok(v),
+        Err(JsonError::TooLarge(msg)) => Err(msg),
+        Err(JsonError::Invalid(_)) => Ok(Dynamic::UNIT),
+    }
+}
+
+/// Why [`parse_json_capped`] produced no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonError {
+    /// A string, array or map over the caps (a `size` limit).
+    TooLarge(String),
+    /// Not JSON.
+    Invalid(String),
+}
+
+/// Parses JSON into a script value within `caps`, telling a syntax error from a cap.
+pub fn parse_json_capped(text: &[u8], caps: SizeCaps) -> Result<Dynamic, JsonError> {
     let over = Cell::new(None);
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_slice(text);
     let parsed = JsonSeed { caps, over: &over }
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v));
     match (parsed, over.take()) {
-        (_, Some(msg)) => Err(msg),
+        (_, Some(msg)) => Err(JsonError::TooLarge(msg)),
         (Ok(v), None) => Ok(v),
-        (Err(_), None) => Ok(Dynamic::UNIT),
+        (Err(e), None) => Err(JsonError::Invalid(e.to_string())),
     }
 }
 
@@ -469,18 +487,46 @@ pub const JSON_DEPTH_MAX: usize = 128;
 /// Serializes a script value as JSON: `()` → null, ints, floats (non-finite → null), bools,
 /// strings and chars, arrays, maps, blobs (array of byte values). Anything else (functions,
 /// custom types, timestamps) is a script error.
-pub fn to_json(value: &Dynamic) -> Result<Vec<u8>, ScriptFailure> {
+///
+/// Output longer than `bytes_max` is refused as a `size` limit as soon as it is reached: the
+/// JSON of a value can be several times its size in memory (`"\u0000"` is six bytes for one),
+/// and a response body is written where the heap cap does not count.
+pub fn to_json_capped(value: &Dynamic, bytes_max: usize) -> Result<Vec<u8>, ScriptFailure> {
     let failure = Cell::new(None);
     let out = JsonOut {
         v: value,
         depth: 0,
         failure: &failure,
     };
-    match serde_json::to_vec(&out) {
-        Ok(bytes) => Ok(bytes),
+    let mut writer = CappedWriter {
+        bytes: Vec::new(),
+        bytes_max,
+    };
+    match serde_json::to_writer(&mut writer, &out) {
+        Ok(()) => Ok(writer.bytes),
+        Err(e) if e.is_io() => Err(ScriptFailure::Limit(LimitKind::Size)),
         Err(e) => Err(failure
             .take()
             .unwrap_or_else(|| ScriptFailure::script(e.to_string(), None))),
+    }
+}
+
+/// A `Vec` that refuses to grow past `bytes_max` (an I/O error serde_json passes through).
+struct CappedWriter {
+    bytes: Vec<u8>,
+    bytes_max: usize,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.bytes_max {
+            return Err(std::io::Error::other("over the size limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -578,7 +624,13 @@ const RESERVED_HEADERS: [&str; 4] = [
 /// `()` → 204; string → 200 text; a map with an integer `status` → that status with `headers`
 /// and `body`; any other map, array, number or bool → 200 JSON. Also (our extension) a blob →
 /// 200 `application/octet-stream` and a char → 200 text. Every response gets `x-request-id`.
-pub fn to_response(value: Dynamic, request_id: &str) -> Result<Response, ScriptFailure> {
+/// A body over `body_bytes_max` (the app's heap cap: the conversion runs after the heap counter
+/// is disarmed, and JSON can be several times larger than the value) is a `size` limit.
+pub fn to_response(
+    value: Dynamic,
+    request_id: &str,
+    body_bytes_max: usize,
+) -> Result<Response, ScriptFailure> {
     let value = value.flatten();
     let mut resp = if value.is_unit() {
         Response {
@@ -587,9 +639,9 @@ pub fn to_response(value: Dynamic, request_id: &str) -> Result<Response, ScriptF
             body: Vec::new(),
         }
     } else if value.is_map() && has_int_status(&value) {
-        shaped_response(value)?
+        shaped_response(value, body_bytes_max)?
     } else {
-        let (content_type, body) = body_of(value)?;
+        let (content_type, body) = body_of(value, body_bytes_max)?;
         Response::new(200, content_type, body)
     };
     resp.headers
@@ -604,20 +656,29 @@ fn has_int_status(value: &Dynamic) -> bool {
 }
 
 /// A value as a body: its default content type and bytes. `()` is an empty body with no type.
-fn body_of(value: Dynamic) -> Result<(&'static str, Vec<u8>), ScriptFailure> {
+fn body_of(value: Dynamic, bytes_max: usize) -> Result<(&'static str, Vec<u8>), ScriptFailure> {
     let value = value.flatten();
+    let within = |len: usize| {
+        if len > bytes_max {
+            return Err(ScriptFailure::Limit(LimitKind::Size));
+        }
+        Ok(())
+    };
     if value.is_string() {
         let s = value.into_immutable_string().unwrap_or_default();
+        within(s.len())?;
         return Ok((TEXT, s.as_bytes().to_vec()));
     }
     if value.is_char() {
         return Ok((TEXT, value.to_string().into_bytes()));
     }
     if value.is_blob() {
-        return Ok((OCTETS, value.into_blob().unwrap_or_default()));
+        let b = value.into_blob().unwrap_or_default();
+        within(b.len())?;
+        return Ok((OCTETS, b));
     }
     if value.is_map() || value.is_array() || value.is_int() || value.is_float() || value.is_bool() {
-        return Ok((JSON, to_json(&value)?));
+        return Ok((JSON, to_json_capped(&value, bytes_max)?));
     }
     Err(ScriptFailure::script(
         format!("a value of type {} cannot be a response", value.type_name()),
@@ -626,7 +687,7 @@ fn body_of(value: Dynamic) -> Result<(&'static str, Vec<u8>), ScriptFailure> {
 }
 
 /// The `#{status, headers, body}` form.
-fn shaped_response(value: Dynamic) -> Result<Response, ScriptFailure> {
+fn shaped_response(value: Dynamic, body_bytes_max: usize) -> Result<Response, ScriptFailure> {
     let mut map = value.cast::<Map>();
     let status = map.get("status").and_then(|s| s.as_int().ok()).unwrap_or(0);
     // 1xx are not final responses (a client would wait for another): refused like nonsense.
@@ -672,7 +733,7 @@ fn shaped_response(value: Dynamic) -> Result<Response, ScriptFailure> {
     let (default_type, body) = match map.remove("body") {
         None => ("", Vec::new()),
         Some(b) if b.is_unit() => ("", Vec::new()),
-        Some(b) => body_of(b)?,
+        Some(b) => body_of(b, body_bytes_max)?,
     };
     let has_type = headers
         .iter()
@@ -797,6 +858,34 @@ impl ScriptFailure {
                 ScriptFailure::Limit(LimitKind::Depth)
             }
             _ => ScriptFailure::script(err.to_string(), line_of(inner)),
+        }
+    }
+
+    /// The Rhai error a native function raises for this failure, chosen so that
+    /// [`ScriptFailure::from_eval`] maps it back to the same failure: a limit hit inside a
+    /// native function (a JSON conversion in the SDK, say) is then answered as that limit, not
+    /// as a `script_error`.
+    pub fn into_eval(self, context: &str, pos: rhai::Position) -> Box<EvalAltResult> {
+        match self {
+            ScriptFailure::Limit(LimitKind::Size) => {
+                EvalAltResult::ErrorDataTooLarge(context.to_string(), pos).into()
+            }
+            ScriptFailure::Limit(LimitKind::Depth) => EvalAltResult::ErrorStackOverflow(pos).into(),
+            ScriptFailure::Limit(LimitKind::Operations) => {
+                EvalAltResult::ErrorTooManyOperations(pos).into()
+            }
+            ScriptFailure::Limit(LimitKind::Memory) => {
+                EvalAltResult::ErrorTerminated(Stop::Memory.token(), pos).into()
+            }
+            ScriptFailure::Timeout => {
+                EvalAltResult::ErrorTerminated(Stop::Timeout.token(), pos).into()
+            }
+            ScriptFailure::Script { message, .. } => {
+                EvalAltResult::ErrorRuntime(format!("{context}: {message}").into(), pos).into()
+            }
+            ScriptFailure::Internal => {
+                EvalAltResult::ErrorRuntime(format!("{context}: internal error").into(), pos).into()
+            }
         }
     }
 

@@ -26,8 +26,12 @@
 //! an array of 1,000 arrays of 1,000 items is within a 100k `array_len_max` and bounded only by
 //! the heap cap, where Rhai's recursive count would have refused it.
 
-use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Map, Position};
+use rhai::{
+    Array, Blob, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Map, NativeCallContext,
+    Position,
+};
 
+use super::contract::{JsonError, SizeCaps, parse_json_capped};
 use super::sandbox::EngineProfile;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -69,6 +73,173 @@ pub fn register(engine: &mut Engine, profile: &EngineProfile) {
     register_blobs(engine, profile.array_len_max);
     register_strings(engine, profile.string_bytes_max);
     register_maps(engine, profile.map_len_max);
+    register_producers(engine, profile);
+}
+
+/// Collects `items` into an array, refusing more than `max` before allocating it (counting an
+/// iterator over a string allocates nothing).
+fn collect_checked<'s, I>(items: I, max: usize) -> Res<Array>
+where
+    I: Iterator<Item = &'s str> + Clone,
+{
+    check_len(items.clone().count(), max, ARRAY)?;
+    Ok(items.map(|s| Dynamic::from(s.to_string())).collect())
+}
+
+/// Where `splice(start, len, …)` cuts: Rhai's rule (a negative start counts from the end and
+/// clamps at 0; a start past the end appends; a negative length removes nothing).
+fn splice_cut(length: usize, start: INT, len: INT) -> (usize, usize) {
+    let start = if start < 0 {
+        let back = usize::try_from(start.unsigned_abs()).unwrap_or(usize::MAX);
+        length.saturating_sub(back)
+    } else {
+        usize::try_from(start).map_or(length, |s| s.min(length))
+    };
+    let len = if len <= 0 {
+        0
+    } else {
+        usize::try_from(len)
+            .map_or(usize::MAX, |l| l)
+            .min(length - start)
+    };
+    (start, len)
+}
+
+/// The functions that build a new array, BLOB, map or string from another value (no growth
+/// by a given amount, so `register_arrays` and friends do not cover them), each refusing a
+/// result over the limit as `size`: `to_chars`, `split`/`split_rev` on strings, `to_blob`,
+/// `splice` on arrays and BLOBs, and `parse_json` (the app's caps on every string, array and
+/// map in it, like `request.json`). They compute what Rhai's own versions compute.
+fn register_producers(engine: &mut Engine, profile: &EngineProfile) {
+    let array_max = profile.array_len_max;
+    engine.register_fn("to_chars", move |s: &str| -> Res<Array> {
+        check_len(s.chars().count(), array_max, ARRAY)?;
+        Ok(s.chars().map(Dynamic::from).collect())
+    });
+    engine.register_fn("to_blob", move |s: &str| -> Res<Blob> {
+        check_len(s.len(), array_max, BLOB)?;
+        Ok(s.as_bytes().to_vec())
+    });
+
+    // `split` and `split_rev`: a string with no delimiter in it is one item (Rhai's rule).
+    fn whole(s: &ImmutableString) -> Array {
+        vec![s.clone().into()]
+    }
+    fn segments(n: INT) -> usize {
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+    engine.register_fn("split", move |s: &mut ImmutableString| -> Res<Array> {
+        if s.is_empty() {
+            return Ok(whole(s));
+        }
+        collect_checked(s.split_whitespace(), array_max)
+    });
+    for rev in [false, true] {
+        let name = if rev { "split_rev" } else { "split" };
+        engine.register_fn(
+            name,
+            move |s: &mut ImmutableString, d: &str| -> Res<Array> {
+                if s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+                    return Ok(whole(s));
+                }
+                if rev {
+                    collect_checked(s.rsplit(d), array_max)
+                } else {
+                    collect_checked(s.split(d), array_max)
+                }
+            },
+        );
+        engine.register_fn(
+            name,
+            move |s: &mut ImmutableString, d: &str, n: INT| -> Res<Array> {
+                if n <= 1 || s.is_empty() || (!d.is_empty() && !s.contains(d)) {
+                    return Ok(whole(s));
+                }
+                if rev {
+                    collect_checked(s.rsplitn(segments(n), d), array_max)
+                } else {
+                    collect_checked(s.splitn(segments(n), d), array_max)
+                }
+            },
+        );
+        engine.register_fn(
+            name,
+            move |s: &mut ImmutableString, d: char| -> Res<Array> {
+                if s.is_empty() || !s.contains(d) {
+                    return Ok(whole(s));
+                }
+                if rev {
+                    collect_checked(s.rsplit(d), array_max)
+                } else {
+                    collect_checked(s.split(d), array_max)
+                }
+            },
+        );
+        engine.register_fn(
+            name,
+            move |s: &mut ImmutableString, d: char, n: INT| -> Res<Array> {
+                if n <= 1 || s.is_empty() || !s.contains(d) {
+                    return Ok(whole(s));
+                }
+                if rev {
+                    collect_checked(s.rsplitn(segments(n), d), array_max)
+                } else {
+                    collect_checked(s.splitn(segments(n), d), array_max)
+                }
+            },
+        );
+    }
+
+    engine.register_fn(
+        "splice",
+        move |a: &mut Array, start: INT, len: INT, replace: Array| -> Res<()> {
+            let (start, len) = splice_cut(a.len(), start, len);
+            check_len(a.len() - len + replace.len(), array_max, ARRAY)?;
+            if a.is_empty() {
+                *a = replace;
+            } else {
+                a.splice(start..start + len, replace);
+            }
+            Ok(())
+        },
+    );
+    engine.register_fn(
+        "splice",
+        move |b: &mut Blob, start: INT, len: INT, replace: Blob| -> Res<()> {
+            let (start, len) = splice_cut(b.len(), start, len);
+            check_len(b.len() - len + replace.len(), array_max, BLOB)?;
+            if b.is_empty() {
+                *b = replace;
+            } else {
+                b.splice(start..start + len, replace);
+            }
+            Ok(())
+        },
+    );
+
+    let caps = SizeCaps {
+        string_bytes_max: profile.string_bytes_max,
+        array_len_max: profile.array_len_max,
+        map_len_max: profile.map_len_max,
+    };
+    engine.register_fn(
+        "parse_json",
+        move |ctx: NativeCallContext, text: &str| -> Res<Dynamic> {
+            match parse_json_capped(text.as_bytes(), caps) {
+                Ok(v) => Ok(v),
+                Err(JsonError::TooLarge(m)) => Err(EvalAltResult::ErrorDataTooLarge(
+                    m.replace("request.json", "parse_json"),
+                    ctx.call_position(),
+                )
+                .into()),
+                Err(JsonError::Invalid(m)) => Err(EvalAltResult::ErrorRuntime(
+                    format!("parse_json: {m}").into(),
+                    ctx.call_position(),
+                )
+                .into()),
+            }
+        },
+    );
 }
 
 const ARRAY: &str = "Size of array";

@@ -5,7 +5,9 @@
 //! quarantine ([`Breaker`], `breaker.rs`), the sandbox
 //! every `rhai::Engine` is built with and the per-invocation budget (`sandbox.rs`), the
 //! process's counting global allocator behind the heap cap ([`CountingAlloc`]), the shared AST
-//! cache and save-time compile checks ([`AstCache`], [`compile_check`]), modules (`import`
+//! cache and save-time compile checks ([`AstCache`], [`compile_check`]), save-time call checks
+//! ([`check_calls`]: every statically resolvable call must resolve), the definition file of
+//! what scripts can call ([`definitions`]), modules (`import`
 //! resolution within the app, save-time [`analyze`], the evaluated-module cache
 //! [`ModuleCache`]), the script contract of
 //! API.md (`request` in, response out, failures as public JSON: [`ScriptRequest`],
@@ -30,7 +32,9 @@
 mod alloc;
 mod ast_cache;
 mod breaker;
+mod calls;
 mod contract;
+mod defs;
 mod fair;
 mod growth;
 mod modules;
@@ -43,16 +47,21 @@ pub mod sdk;
 pub use alloc::CountingAlloc;
 pub use ast_cache::{AstCache, CompileError, compile_check};
 pub use breaker::{Admit, Breaker, Outcome, Quarantine};
+pub use calls::{ModuleExports, UnknownCall, check_calls, sdk_namespaces};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
-pub use fair::Lane;
 #[cfg(feature = "fuzzing")]
-pub(crate) use contract::{SizeCaps, parse_json_body, to_json};
+pub(crate) use contract::{SizeCaps, parse_json_body, to_json_capped};
+pub use defs::definitions;
+pub use fair::Lane;
 pub use modules::{Analysis, ModuleCache, analyze};
 pub use pool::{
     ENGINE_PROFILES_MAX, ENGINE_STACK_BYTES, InlineRunner, Job, Origin, Pool, PoolConfig, Refusal,
     Refused, Submitter,
 };
 pub use reply::{ReplyChannel, ReplyTx};
+/// A compiled script, as the AST cache and the save-time checks hand it around (so the control
+/// plane needs no direct `rhai` dependency).
+pub use rhai::AST;
 pub use sandbox::CLOCK_CHECK_EVERY_OPS;
 
 /// The process's allocator: the system allocator with per-thread counting, so the engine can

@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext};
 
-use super::contract::{ScriptFailure, to_json};
+use super::contract::{ScriptFailure, to_json_capped};
 use picloud_core::LimitKind;
 
 /// Deepest nesting of arrays and maps that may be printed, compared or turned into JSON.
@@ -29,8 +29,8 @@ pub const VALUE_NESTING_MAX: usize = 256;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
-/// Registers the overrides on an Engine.
-pub fn register(engine: &mut Engine) {
+/// Registers the overrides on an Engine whose strings are at most `string_bytes_max` bytes.
+pub fn register(engine: &mut Engine, string_bytes_max: usize) {
     for name in ["print", "to_string", "debug", "to_debug"] {
         engine.register_fn(
             name,
@@ -73,14 +73,16 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("!=", |ctx: NativeCallContext, a: &mut Map, b: Map| {
         map_eq(ctx, a, b).map(|eq| !eq)
     });
-    engine.register_fn("to_json", |m: &mut Map| -> Res<String> {
+    // The JSON text is a string like any other: at most `string_bytes_max` bytes, refused as
+    // a `size` limit as soon as the writer gets there.
+    engine.register_fn("to_json", move |m: &mut Map| -> Res<String> {
         let v = Dynamic::from_map(std::mem::take(m));
-        let r = to_json(&v);
+        let r = to_json_capped(&v, string_bytes_max);
         *m = v.try_cast::<Map>().unwrap_or_default();
         match r {
             Ok(bytes) => Ok(String::from_utf8(bytes).unwrap_or_default()),
             Err(ScriptFailure::Limit(LimitKind::Depth)) => Err(too_deep()),
-            Err(other) => Err(format!("to_json: {other:?}").into()),
+            Err(other) => Err(other.into_eval("to_json", rhai::Position::NONE)),
         }
     });
 }

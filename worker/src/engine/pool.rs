@@ -181,6 +181,12 @@ struct Queue {
     parked_len: AtomicUsize,
     /// Engine threads started (for the busy-engines gauge: those not in `parked`).
     workers: usize,
+    /// Set by an engine after a run whose heap peak reached `trim_bytes_min`; taken by the
+    /// last engine to park, which then returns freed memory to the OS (`alloc.rs`). No timer:
+    /// the pool going idle is the moment, and an idle node stays asleep.
+    trim_wanted: AtomicBool,
+    /// `Limits::idle_trim_bytes_min` (above every heap cap: never trim).
+    trim_bytes_min: u64,
     /// Started on the first submit from a coroutine (so a pool used only from plain threads
     /// never starts may's scheduler).
     doorbell: OnceLock<Arc<Doorbell>>,
@@ -231,14 +237,20 @@ impl Queue {
             // re-check; a waker that runs after it finds this thread in `parked`. An unpark
             // that lands before `park` makes `park` return at once.
             let me = thread::current();
-            {
+            let last = {
                 let mut parked = self.parked.lock();
                 parked.push(me.clone());
                 self.parked_len.store(parked.len(), Ordering::Release);
-            }
+                parked.len() == self.workers
+            };
             if !self.ready.is_empty() || self.closed.load(Ordering::Acquire) {
                 self.unlist(&me);
                 continue;
+            }
+            // The pool just went idle: a job arriving now unparks us (so `park` returns at
+            // once) and waits only for the trim.
+            if last && self.trim_wanted.swap(false, Ordering::Relaxed) {
+                super::alloc::release_free_memory();
             }
             thread::park();
             self.unlist(&me);
@@ -678,6 +690,10 @@ impl Pool {
             Vec::new()
         };
         let node_profile = EngineProfile::of(limits);
+        // The idle trim is on unless its threshold is above every possible heap cap.
+        if limits.idle_trim_bytes_min <= picloud_core::limits::max::HEAP_BYTES {
+            super::alloc::map_large_allocations();
+        }
         let mut pool = Pool {
             queue: Submitter(Arc::new(Queue {
                 // Each lane is listed at most once and only with a queued job: at most
@@ -691,6 +707,8 @@ impl Pool {
                 parked: Mutex::new(Vec::with_capacity(workers)),
                 parked_len: AtomicUsize::new(0),
                 workers,
+                trim_wanted: AtomicBool::new(false),
+                trim_bytes_min: u64::try_from(limits.idle_trim_bytes_min).unwrap_or(u64::MAX),
                 doorbell: OnceLock::new(),
                 pump: OnceLock::new(),
             })),
@@ -724,6 +742,7 @@ impl Pool {
                         services,
                         sink,
                         records: Vec::new(),
+                        last_heap_peak_bytes: 0,
                     };
                     engine_main(&queue, runner);
                 });
@@ -830,6 +849,7 @@ impl InlineRunner {
                 services: Arc::new(Services::default()),
                 sink: None,
                 records: Vec::new(),
+                last_heap_peak_bytes: 0,
             },
         }
     }
@@ -929,6 +949,9 @@ fn engine_main(queue: &Queue, mut runner: Runner) {
             origin,
         } = job;
         let resp = runner.run(&app, &script, request, &origin, probe);
+        if runner.last_heap_peak_bytes >= queue.trim_bytes_min {
+            queue.trim_wanted.store(true, Ordering::Relaxed);
+        }
         if let Some(reply) = reply {
             hold_reply(reply, resp);
         }
@@ -948,6 +971,8 @@ struct Runner {
     sink: Option<Arc<dyn InvocationSink>>,
     /// Records of finished runs not yet handed to the sink.
     records: Vec<InvocationRecord>,
+    /// Heap peak of the last run (for the idle trim, see `Queue::trim_wanted`).
+    last_heap_peak_bytes: u64,
 }
 
 /// Records an engine holds before handing them to the sink in one batch. Under load the log
@@ -1044,6 +1069,7 @@ impl Runner {
                 )
             }
         };
+        self.last_heap_peak_bytes = measured.heap_peak_bytes;
         if let Some(state) = AppState::of(app) {
             if let Some(code) = error {
                 state.stats.count_error(code);
@@ -1158,5 +1184,5 @@ fn invoke(
     if usage.deadline_passed {
         return Err(ScriptFailure::Timeout);
     }
-    contract::to_response(value, &request_id)
+    contract::to_response(value, &request_id, app.limits.heap_bytes_max)
 }

@@ -132,8 +132,8 @@ pub fn build_engine(profile: &EngineProfile, options: EngineOptions) -> Engine {
     });
 
     contract::register_request_type(&mut engine);
-    super::sdk::register(&mut engine);
-    nesting::register(&mut engine);
+    super::sdk::register(&mut engine, profile.string_bytes_max);
+    nesting::register(&mut engine, profile.string_bytes_max);
     growth::register(&mut engine, profile);
 
     if options.test_hooks {
@@ -157,7 +157,7 @@ pub enum Stop {
 }
 
 impl Stop {
-    fn token(self) -> Dynamic {
+    pub(crate) fn token(self) -> Dynamic {
         Dynamic::from_int(match self {
             Stop::Timeout => 1,
             Stop::Operations => 2,

@@ -20,14 +20,14 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use picloud_core::services::{KvLimits, KvStore, LogLine};
-use picloud_core::{CatalogApp, Limits};
+use picloud_core::{CatalogApp, LimitKind, Limits};
 use rhai::{
     Array, Dynamic, Engine, EvalAltResult, FuncRegistration, INT, ImmutableString, Module,
     NativeCallContext,
 };
 use sha2::{Digest, Sha256};
 
-use super::contract::{self, SizeCaps};
+use super::contract::{self, ScriptFailure, SizeCaps};
 use crate::metrics::{self, KvOp};
 
 /// The SDK's version, as `sdk_version()` and `/v1/health` report it. Bumped when a function is
@@ -131,16 +131,33 @@ fn kv_handle(ctx: &NativeCallContext) -> Res<(Arc<dyn KvStore>, String, Limits)>
     })
 }
 
-/// A script value as JSON for storage (same rules as a JSON response body).
-fn to_value(ctx: &NativeCallContext, v: &Dynamic) -> Res<serde_json::Value> {
-    let bytes = contract::to_json(v).map_err(|f| error(ctx, format!("kv: {}", f.message())))?;
-    serde_json::from_slice(&bytes).map_err(|e| error(ctx, format!("kv: {e}")))
+/// A script value as JSON (same rules as a JSON response body), at most `bytes_max` bytes of
+/// it. A limit hit on the way (a value nested too deep, JSON over `bytes_max`) is raised as that
+/// limit (`limit_exceeded`), not as a script error; `what` names the call for the message.
+fn to_value(
+    ctx: &NativeCallContext,
+    what: &str,
+    v: &Dynamic,
+    bytes_max: usize,
+) -> Res<serde_json::Value> {
+    let bytes = contract::to_json_capped(v, bytes_max).map_err(|f| match f {
+        ScriptFailure::Limit(LimitKind::Size) => EvalAltResult::ErrorDataTooLarge(
+            format!("{what}: value over {bytes_max} bytes as JSON"),
+            ctx.call_position(),
+        )
+        .into(),
+        other => other.into_eval(what, ctx.call_position()),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| error(ctx, format!("{what}: {e}")))
 }
 
-/// A stored JSON value back as a script value, within the app's size caps.
+/// A stored JSON value back as a script value, within the app's size caps: a value over them
+/// is a `size` limit, like an oversized `request.json`.
 fn from_value(ctx: &NativeCallContext, v: &serde_json::Value, limits: &Limits) -> Res<Dynamic> {
     let bytes = serde_json::to_vec(v).map_err(|e| error(ctx, format!("kv: {e}")))?;
-    contract::parse_json_body(&bytes, SizeCaps::of(limits)).map_err(|m| error(ctx, m))
+    contract::parse_json_body(&bytes, SizeCaps::of(limits)).map_err(|m| {
+        EvalAltResult::ErrorDataTooLarge(format!("kv::get: {m}"), ctx.call_position()).into()
+    })
 }
 
 /// Runs one store call for `op`, counting it and its duration in the node's metrics (here,
@@ -168,7 +185,9 @@ fn kv_set(ctx: &NativeCallContext, key: &str, value: &Dynamic, ttl_secs: Option<
         Some(_) => return Err(error(ctx, "kv::set: ttl_secs must be positive")),
     };
     let (kv, app, limits) = kv_handle(ctx)?;
-    let value = to_value(ctx, value)?;
+    // The store refuses a value over `kv_value_bytes_max` too (as invalid input); checking
+    // here makes it the `size` limit it is, and stops the conversion as soon as it is over.
+    let value = to_value(ctx, "kv::set", value, limits.kv_value_bytes_max)?;
     measured(KvOp::Set, || {
         kv.kv_set(
             &app,
@@ -254,15 +273,17 @@ fn env_get(ctx: NativeCallContext, name: &str) -> Res<Dynamic> {
 }
 
 fn events_emit(ctx: NativeCallContext, name: &str, payload: Dynamic) -> Res<INT> {
-    let payload = to_value(&ctx, &payload)?;
-    let (app, services, depth, max) = with_current(&ctx, |inv| {
+    let (app, services, depth, max, payload_bytes_max) = with_current(&ctx, |inv| {
         Ok((
             inv.app.clone(),
             inv.services.clone(),
             inv.depth,
             inv.limits.event_depth_max,
+            inv.limits.body_bytes_max,
         ))
     })?;
+    // A payload is what a triggered run gets instead of a request body: as large at most.
+    let payload = to_value(&ctx, "events::emit", &payload, payload_bytes_max)?;
     if depth >= max {
         return Err(error(
             &ctx,
@@ -291,48 +312,120 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// Registers the SDK on `engine`.
-pub fn register(engine: &mut Engine) {
+/// A registration carrying parameter names and types (the last entry is the return type) and
+/// a doc comment: Rhai's metadata, printed by `picloud defs`. Rhai cannot see names or types
+/// through `set_into_module`, so without this the definitions would read `fn get(_: ?)`.
+fn sdk_fn(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
+    FuncRegistration::new(name)
+        .with_params_info(params)
+        .with_comments([format!("/// {doc}")])
+}
+
+/// Base64 of `bytes`, refused as a `size` limit before encoding when the text would be longer
+/// than `string_bytes_max` (4 characters per 3 bytes: a string at the limit encodes to more).
+fn base64_encode(ctx: &NativeCallContext, bytes: &[u8], string_bytes_max: usize) -> Res<String> {
+    let encoded_len = bytes.len().div_ceil(3).saturating_mul(4);
+    if encoded_len > string_bytes_max {
+        return Err(EvalAltResult::ErrorDataTooLarge(
+            format!("base64::encode: {encoded_len} bytes of base64, over the string limit"),
+            ctx.call_position(),
+        )
+        .into());
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// Registers the SDK on `engine`, whose strings are at most `string_bytes_max` bytes.
+pub fn register(engine: &mut Engine, string_bytes_max: usize) {
     let mut kv = Module::new();
-    FuncRegistration::new("get").set_into_module(&mut kv, kv_get);
-    FuncRegistration::new("set").set_into_module(
+    sdk_fn(
+        "get",
+        &["key: &str", "Dynamic"],
+        "The value stored under `key`, or `()`.",
+    )
+    .set_into_module(&mut kv, kv_get);
+    sdk_fn(
+        "set",
+        &["key: &str", "value: Dynamic", "()"],
+        "Stores `value` (JSON-shaped) under `key`.",
+    )
+    .set_into_module(
         &mut kv,
         |ctx: NativeCallContext, key: &str, value: Dynamic| kv_set(&ctx, key, &value, None),
     );
-    FuncRegistration::new("set").set_into_module(
+    sdk_fn(
+        "set",
+        &["key: &str", "value: Dynamic", "ttl_secs: i64", "()"],
+        "Stores `value` under `key` for `ttl_secs` seconds.",
+    )
+    .set_into_module(
         &mut kv,
         |ctx: NativeCallContext, key: &str, value: Dynamic, ttl: INT| {
             kv_set(&ctx, key, &value, Some(ttl))
         },
     );
-    FuncRegistration::new("delete").set_into_module(&mut kv, kv_delete);
-    FuncRegistration::new("list").set_into_module(&mut kv, kv_list);
-    FuncRegistration::new("incr").set_into_module(&mut kv, kv_incr);
+    sdk_fn(
+        "delete",
+        &["key: &str", "bool"],
+        "Deletes `key`; whether it existed.",
+    )
+    .set_into_module(&mut kv, kv_delete);
+    sdk_fn(
+        "list",
+        &["prefix: &str", "Array"],
+        "The keys starting with `prefix`, sorted.",
+    )
+    .set_into_module(&mut kv, kv_list);
+    sdk_fn(
+        "incr",
+        &["key: &str", "by: i64", "i64"],
+        "Adds `by` to the integer under `key` (atomic); the new value.",
+    )
+    .set_into_module(&mut kv, kv_incr);
     engine.register_static_module("kv", kv.into());
 
     let mut log = Module::new();
     for level in ["info", "warn", "error"] {
-        FuncRegistration::new(level)
-            .set_into_module(&mut log, move |ctx: NativeCallContext, msg: Dynamic| {
-                log_line(&ctx, level, &msg)
-            });
+        sdk_fn(
+            level,
+            &["message: Dynamic", "()"],
+            "Adds a line to the invocation's log.",
+        )
+        .set_into_module(&mut log, move |ctx: NativeCallContext, msg: Dynamic| {
+            log_line(&ctx, level, &msg)
+        });
     }
     engine.register_static_module("log", log.into());
 
     let mut env = Module::new();
-    FuncRegistration::new("get").set_into_module(&mut env, env_get);
+    sdk_fn(
+        "get",
+        &["name: &str", "Dynamic"],
+        "The app's variable `name` (a string), or `()`.",
+    )
+    .set_into_module(&mut env, env_get);
     engine.register_static_module("env", env.into());
 
     let mut time = Module::new();
-    FuncRegistration::new("now_ms").set_into_module(&mut time, || -> INT {
-        INT::try_from(picloud_core::now_ms()).unwrap_or(INT::MAX)
-    });
+    sdk_fn("now_ms", &["i64"], "Milliseconds since the Unix epoch.")
+        .set_into_module(&mut time, || -> INT {
+            INT::try_from(picloud_core::now_ms()).unwrap_or(INT::MAX)
+        });
     engine.register_static_module("time", time.into());
 
     let mut crypto = Module::new();
-    FuncRegistration::new("sha256_hex")
-        .set_into_module(&mut crypto, |s: &str| hex_sha256(s.as_bytes()));
-    FuncRegistration::new("hmac_sha256_hex").set_into_module(
+    sdk_fn(
+        "sha256_hex",
+        &["data: &str", "&str"],
+        "SHA-256 of the string's bytes, lower-case hex.",
+    )
+    .set_into_module(&mut crypto, |s: &str| hex_sha256(s.as_bytes()));
+    sdk_fn(
+        "hmac_sha256_hex",
+        &["key: &str", "data: &str", "&str"],
+        "HMAC-SHA256 of `data` with `key`, lower-case hex.",
+    )
+    .set_into_module(
         &mut crypto,
         |ctx: NativeCallContext, key: &str, s: &str| -> Res<String> {
             let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key.as_bytes())
@@ -341,18 +434,37 @@ pub fn register(engine: &mut Engine) {
             Ok(hex::encode(mac.finalize().into_bytes()))
         },
     );
-    FuncRegistration::new("constant_time_eq")
-        .set_into_module(&mut crypto, |a: &str, b: &str| constant_time_eq(a, b));
+    sdk_fn(
+        "constant_time_eq",
+        &["a: &str", "b: &str", "bool"],
+        "Whether `a` and `b` are the same bytes, in time independent of where they differ.",
+    )
+    .set_into_module(&mut crypto, |a: &str, b: &str| constant_time_eq(a, b));
     engine.register_static_module("crypto", crypto.into());
 
     let mut b64 = Module::new();
-    FuncRegistration::new("encode").set_into_module(&mut b64, |s: &str| {
-        base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+    sdk_fn(
+        "encode",
+        &["data: &str", "&str"],
+        "Standard base64 of the string's bytes.",
+    )
+    .set_into_module(&mut b64, move |ctx: NativeCallContext, s: &str| {
+        base64_encode(&ctx, s.as_bytes(), string_bytes_max)
     });
-    FuncRegistration::new("encode").set_into_module(&mut b64, |b: rhai::Blob| {
-        base64::engine::general_purpose::STANDARD.encode(&b)
+    sdk_fn(
+        "encode",
+        &["data: Blob", "&str"],
+        "Standard base64 of the bytes.",
+    )
+    .set_into_module(&mut b64, move |ctx: NativeCallContext, b: rhai::Blob| {
+        base64_encode(&ctx, &b, string_bytes_max)
     });
-    FuncRegistration::new("decode").set_into_module(
+    sdk_fn(
+        "decode",
+        &["text: &str", "Dynamic"],
+        "Decodes standard base64: a string when the bytes are UTF-8, else a blob.",
+    )
+    .set_into_module(
         &mut b64,
         |ctx: NativeCallContext, s: &str| -> Res<Dynamic> {
             let bytes = base64::engine::general_purpose::STANDARD
@@ -368,8 +480,13 @@ pub fn register(engine: &mut Engine) {
     engine.register_static_module("base64", b64.into());
 
     let mut events = Module::new();
-    FuncRegistration::new("emit").set_into_module(&mut events, events_emit);
-    FuncRegistration::new("emit")
+    sdk_fn(
+        "emit",
+        &["name: &str", "payload: Dynamic", "i64"],
+        "Queues the app's triggered scripts for event `name`; how many were queued.",
+    )
+    .set_into_module(&mut events, events_emit);
+    sdk_fn("emit", &["name: &str", "i64"], "`emit(name, ())`.")
         .set_into_module(&mut events, |ctx: NativeCallContext, name: &str| {
             events_emit(ctx, name, Dynamic::UNIT)
         });
@@ -396,7 +513,7 @@ mod tests {
     #[test]
     fn constant_time_eq_is_in_the_crypto_namespace() {
         let mut engine = Engine::new();
-        register(&mut engine);
+        register(&mut engine, 1 << 20);
         let eval = |script: &str| engine.eval::<bool>(script).expect(script);
         assert!(eval(r#"crypto::constant_time_eq("abc", "abc")"#));
         assert!(!eval(r#"crypto::constant_time_eq("abc", "abd")"#));

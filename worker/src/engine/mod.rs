@@ -34,6 +34,7 @@ mod ast_cache;
 mod breaker;
 mod calls;
 mod contract;
+#[cfg(feature = "defs")]
 mod defs;
 mod fair;
 mod growth;
@@ -51,6 +52,7 @@ pub use calls::{ModuleExports, UnknownCall, check_calls, sdk_namespaces};
 pub use contract::{ScriptFailure, ScriptRequest, form_decode};
 #[cfg(feature = "fuzzing")]
 pub(crate) use contract::{SizeCaps, parse_json_body, to_json_capped};
+#[cfg(feature = "defs")]
 pub use defs::definitions;
 pub use fair::Lane;
 pub use modules::{Analysis, ModuleCache, analyze};

@@ -19,10 +19,7 @@ fn the_committed_definitions_are_the_engines() {
             .lines()
             .zip(generated.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(
-                || committed.lines().count().min(generated.lines().count()),
-                |i| i,
-            );
+            .unwrap_or_else(|| committed.lines().count().min(generated.lines().count()));
         panic!(
             "docs/picloud.d.rhai differs from the engine's definitions from line {} on; \
              rerun with PICLOUD_BLESS=1 and commit the file",

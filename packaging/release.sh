@@ -62,6 +62,8 @@ strip_tool() {
 CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
 export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$ROOT=/build/picloud --remap-path-prefix=$CARGO_HOME_DIR=/cargo"
 
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+
 mkdir -p "$OUT"
 STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE"' EXIT
@@ -76,7 +78,7 @@ for target in "${TARGETS[@]}"; do
   name="picloud-$VERSION-$target"
   dir="$STAGE/$name"
   mkdir -p "$dir/caddy" "$dir/examples"
-  cp "target/$target/$PROFILE/picloud" "$dir/picloud"
+  cp "$TARGET_DIR/$target/$PROFILE/picloud" "$dir/picloud"
   "$strip" --strip-all "$dir/picloud"
   cp packaging/systemd/picloud.service packaging/picloud.env packaging/INSTALL "$dir/"
   cp caddy/Caddyfile caddy/Caddyfile.cluster "$dir/caddy/"

@@ -19,6 +19,7 @@ What the numbers mean:
   figure; an aarch64 board's is expected to be close (same code, same buffers).
 
     python3 bench/cross.py [--native BIN] [--aarch64 BIN] [--duration 8] [--sizes-from DIR]
+    python3 bench/cross.py --sizes-only --sizes-from dist     # refresh the sizes table only
 """
 
 from __future__ import annotations
@@ -170,7 +171,15 @@ def main() -> int:
     ap.add_argument("--sizes-from", type=Path, default=None,
                     help="a dist/ folder of release tarballs to read the binary sizes from")
     ap.add_argument("--out", type=Path, default=RESULTS / "cross.json")
+    ap.add_argument("--sizes-only", action="store_true",
+                    help="only refresh the sizes in an existing --out file")
     a = ap.parse_args()
+    if a.sizes_only:
+        res = json.loads(a.out.read_text())
+        res["sizes"] = sizes(["release", "cross"], a.sizes_from)
+        a.out.write_text(json.dumps(res, indent=2) + "\n")
+        print(report(res))
+        return 0
     raise_fd_limit()
     for b in (a.native, a.aarch64):
         if not b.exists():

@@ -13,10 +13,11 @@
 # the tool chain (rustup targets, Debian's cross compilers: .ci/cross.sh installs them; the
 # linkers are named in .cargo/config.toml), or testing the binaries (.ci/smoke.sh).
 #
-# Reproducible given the tool chain (the same rustc, cross gcc and glibc, the same commit):
-# paths of the checkout and of cargo's registry are remapped out of the binary, the tar entries
-# are sorted with fixed owner and mode and the commit's time as mtime, and gzip stores no name
-# or time, so two runs on different machines give the same SHA256SUMS.
+# Meant to be reproducible given the tool chain (the same rustc, cross gcc and glibc, the same
+# commit): paths of the checkout and of cargo's registry are remapped out of the binary, the tar
+# entries are sorted with fixed owner and mode and the commit's time as mtime, and gzip stores
+# no name or time. Repacking the same binaries gives the same SHA256SUMS; byte-identical
+# binaries from two machines have not been checked (bench/NOTES.md "Cross targets").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"

@@ -63,6 +63,12 @@ strip_tool() {
 CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
 export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$ROOT=/build/picloud --remap-path-prefix=$CARGO_HOME_DIR=/cargo"
 
+# rhai turns on ahash's compile-time-rng, whose const-random macro bakes random bytes into every
+# build unless CONST_RANDOM_SEED is set: a fixed seed per version keeps builds byte-identical.
+# (The keys are public either way: every copy of one released binary has the same ones.) cargo
+# does not rebuild ahash when only this variable changes: build a release in a fresh target dir.
+export CONST_RANDOM_SEED="${CONST_RANDOM_SEED:-picloud-$VERSION}"
+
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
 mkdir -p "$OUT"

@@ -65,8 +65,8 @@ export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$ROOT=/build/picloud --rema
 
 # rhai turns on ahash's compile-time-rng, whose const-random macro bakes random bytes into every
 # build unless CONST_RANDOM_SEED is set: a fixed seed per version keeps builds byte-identical.
-# (The keys are public either way: every copy of one released binary has the same ones.) cargo
-# does not rebuild ahash when only this variable changes: build a release in a fresh target dir.
+# (The keys are public either way: every copy of one released binary has the same ones.) The
+# macro reads it with option_env!, which cargo tracks: a changed seed rebuilds what depends on it.
 export CONST_RANDOM_SEED="${CONST_RANDOM_SEED:-picloud-$VERSION}"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"

@@ -16,8 +16,8 @@
 # Meant to be reproducible given the tool chain (the same rustc, cross gcc and glibc, the same
 # commit): paths of the checkout and of cargo's registry are remapped out of the binary, the tar
 # entries are sorted with fixed owner and mode and the commit's time as mtime, and gzip stores
-# no name or time. Repacking the same binaries gives the same SHA256SUMS; two builds of one
-# commit in different folders still differ inside the binary (bench/NOTES.md "Cross targets").
+# no name or time, and CONST_RANDOM_SEED is fixed (below). Checked: two release builds of one
+# commit in two folders gave the same aarch64 tarball (bench/NOTES.md "Cross targets").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"

@@ -315,10 +315,17 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 /// A registration carrying parameter names and types (the last entry is the return type) and
 /// a doc comment: Rhai's metadata, printed by `picloud defs`. Rhai cannot see names or types
 /// through `set_into_module`, so without this the definitions would read `fn get(_: ?)`.
+/// Only the `defs` build keeps metadata (see `defs.rs`); nodes register the bare name.
+#[cfg(feature = "defs")]
 fn sdk_fn(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
     FuncRegistration::new(name)
         .with_params_info(params)
         .with_comments([format!("/// {doc}")])
+}
+
+#[cfg(not(feature = "defs"))]
+fn sdk_fn(name: &str, _params: &[&str], _doc: &str) -> FuncRegistration {
+    FuncRegistration::new(name)
 }
 
 /// Base64 of `bytes`, refused as a `size` limit before encoding when the text would be longer

@@ -185,6 +185,10 @@ pub fn net_bytes() -> isize {
 }
 
 /// Allocations at least this large get their own mapping (returned to the OS on free).
+#[cfg_attr(
+    not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))),
+    allow(dead_code)
+)]
 const MMAP_THRESHOLD_BYTES: i32 = 256 * 1024;
 
 /// Makes every allocation of [`MMAP_THRESHOLD_BYTES`] or more its own mapping, returned to the

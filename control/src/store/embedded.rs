@@ -105,7 +105,8 @@ pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 
 /// The embedded store. Cheap to share behind an `Arc`: redb serialises write transactions
 /// internally (one at a time, the next `begin_write` waits) and read transactions run
-/// concurrently with them, so no lock of our own is needed.
+/// concurrently with them, so catalog writes need no lock of our own; KV writes queue in the
+/// group committer's (`super::group_commit`) so that concurrent ones share a commit.
 pub struct EmbeddedStore {
     db: Database,
     path: PathBuf,

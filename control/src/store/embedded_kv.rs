@@ -13,22 +13,31 @@
 //! app); a read before that finds no table and answers as for an empty one. Tuple keys keep
 //! apps apart exactly as the catalog tables do (no name can leak into another app's range).
 //!
-//! - Durability: every KV write commits with `Durability::Immediate` (redb's default, set
-//!   explicitly), like the catalog: an acknowledged `kv::set` or `kv::incr` survives `kill -9`
-//!   and power loss. It costs one fsync per write: measured here (temp dir on ext4), the 400
-//!   `incr`s from 8 threads of `concurrent_incrs_lose_nothing` take 0.35 s in a debug build,
-//!   about 0.9 ms per durable write, so a counter a script bumps per request is not the
-//!   bottleneck. A write that changes nothing (deleting an absent key) aborts instead and
+//! - Durability and group commit: every KV write (`kv_set`, `kv_delete`, `kv_incr`) goes through
+//!   the store's group committer (`super::group_commit`): writes that arrive while a commit runs
+//!   wait and then share the next write transaction, committed with `Durability::Immediate`
+//!   (redb's default, set explicitly), like the catalog. A write returns only after its batch's
+//!   commit returned, so an acknowledged `kv::set` survives `kill -9` and power loss. One
+//!   commit costs one fsync and ~95 µs of engine CPU here (bench/NOTES.md, issue 5), so sharing
+//!   it is what lets several engines write faster than one. A batch holds at most
+//!   `kv_batch_writes_max` writes (`Limits`), applied in arrival order, each seeing the ones
+//!   before it. A batch whose writes change nothing (deleting absent keys) aborts instead and
 //!   costs no fsync.
+//! - One write fails alone: each write runs all its checks (app exists, key bound, `incr`'s
+//!   integer and range) before its first change, so a refused write changes nothing and its
+//!   batch mates commit as if it had not been there. Only a database failure (beginning,
+//!   writing or committing the transaction) fails the whole batch, every write with the error.
 //! - Counting keys: `kv_keys` holds the exact number of rows of the app in `kv` (updated in the
 //!   same transaction as the rows), so the check costs one lookup. A write of a new key that
 //!   finds the app at `keys_max` rows first purges the app's expired rows (one range scan,
 //!   bounded by `keys_max` rows) and checks again. Expired rows are otherwise only removed
 //!   when their key is written or deleted: no background thread, no timer. Since rows never
 //!   exceed `keys_max` when a row is added, and overwriting an expired row adds none, the live
-//!   keys never exceed it either (a lowered `keys_max` applies to new rows).
-//! - Atomicity: redb runs one write transaction at a time, so `kv_incr` (read, add, write in
-//!   one transaction) needs no lock of ours and loses no update.
+//!   keys never exceed it either (a lowered `keys_max` applies to new rows). The purge happens
+//!   only when it makes room (the expired rows are counted first), so a refused write purges
+//!   nothing.
+//! - Atomicity: redb runs one write transaction at a time and a batch applies its writes one
+//!   after the other, so `kv_incr` (read, add, write) loses no update.
 //! - Writes to an app that does not exist are `NotFound`, checked in the same transaction as
 //!   the write, so an app deleted while a script runs leaves no orphan data behind; deleting an
 //!   app deletes its KV data in the app's own delete transaction ([`purge_app`]).

@@ -270,7 +270,7 @@ fn acknowledged_kv_writes_survive_kill_9_under_group_commit() {
     let mut acked: HashMap<String, u64> = HashMap::new();
     let mut in_flight: HashMap<String, Vec<u64>> = HashMap::new();
     // Per client: its first seq of the next cycle (seqs only grow, so "older" is well defined).
-    let mut next_seq = vec![1u64; CLIENTS];
+    let mut next_seq = [1u64; CLIENTS];
     for cycle in 0..3 {
         let p = serve_with(dir.path(), Some("t"), &env);
         if cycle == 0 {

@@ -484,11 +484,14 @@ mod tests {
 
     const NOW: u64 = 1_700_000_000_000;
 
+    /// A writer thread's work: one store call.
+    type Writer<T> = Box<dyn FnOnce(&EmbeddedStore) -> T + Send>;
+
     /// Holds redb's write lock (as a catalog write would) while `writers` queue up behind the
     /// leader, then lets them go: the queued writes are grouped exactly as the bound says.
     fn queued_behind_a_writer<T: Send + 'static>(
         store: &Arc<EmbeddedStore>,
-        writers: Vec<Box<dyn FnOnce(&EmbeddedStore) -> T + Send>>,
+        writers: Vec<Writer<T>>,
     ) -> Vec<T> {
         let n = writers.len();
         let held = store.database().begin_write().expect("write lock");
@@ -528,10 +531,9 @@ mod tests {
         let limits = KvLimits::of(&picloud_core::Limits::default());
         let writers = (0..10)
             .map(|i| {
-                let limits = limits.clone();
                 Box::new(move |s: &EmbeddedStore| {
                     s.kv_set("a", &format!("k{i}"), &json!(i), None, NOW, &limits)
-                }) as Box<dyn FnOnce(&EmbeddedStore) -> StoreResult<()> + Send>
+                }) as Writer<StoreResult<()>>
             })
             .collect();
         for r in queued_behind_a_writer(&store, writers) {
@@ -566,8 +568,7 @@ mod tests {
         for (k, v) in [("old", json!(1)), ("text", json!("x")), ("gone", json!(1))] {
             store.kv_set("a", k, &v, None, NOW, &limits).expect("set");
         }
-        type W = Box<dyn FnOnce(&EmbeddedStore) -> StoreResult<KvReply> + Send>;
-        let mut writers: Vec<W> = vec![Box::new(move |s| {
+        let mut writers: Vec<Writer<StoreResult<KvReply>>> = vec![Box::new(move |s| {
             s.kv_delete("a", "gone", NOW).map(KvReply::Deleted)
         })];
         for i in 0..4 {

@@ -20,9 +20,14 @@ B), B / A at each writer count; beside them hello at 4 connections on B (the HTT
 cost without a commit) and an fsync of a 4 KiB write in the data dirs' file system (what one
 commit waits for at least). The load average before and after, and the machine.
 
+Then idle: node B after IDLE_TRAFFIC_S seconds of `set` at 4 writers plus `hello`, and one
+second of rest: CPU ticks and context switches of every thread over --idle seconds (footprint.py's
+reading; target 0 ticks). And the "4 writers at once" check of `delete`/`incr` is in the tests,
+not here: this script measures `set` only.
+
     python3 bench/kv_group.py --before target/ab/picloud-main-7f400ed [--runs 5] [--duration 5]
 
-Results: bench/results/raw/kv_group.json and a summary on stdout.
+Results: bench/results/kv_group.json (--out) and a summary on stdout.
 """
 
 from __future__ import annotations
@@ -41,12 +46,14 @@ from benchlib import (  # noqa: E402
     ADMIN_TOKEN, BENCH, RESULTS, Server, free_port, http, log, machine_info, picloud_bin,
     picloud_env, run_wrk,
 )
+from footprint import idle_window  # noqa: E402
 from sdk import fsync_probe  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 APP = "k"
 SET_LUA = BENCH / "wrk" / "kv_set.lua"
 WRITERS = (1, 4)
+IDLE_TRAFFIC_S = 2.0
 ENDPOINTS = {
     "hello": '"hi"',
     "set": 'kv::set("key-" + (request.query.i ?? "0"), 1);\n"ok"',
@@ -110,6 +117,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--logs", default="off", choices=["on", "off"])
+    ap.add_argument("--idle", type=float, default=30.0, help="idle window, s (0: skip)")
+    ap.add_argument("--out", default=str(RESULTS / "kv_group.json"), help="results file")
     args = ap.parse_args()
 
     load_before = open("/proc/loadavg").read().strip()
@@ -151,11 +160,18 @@ def main() -> int:
             "A c4/c1 per round": [round(a["rps"] / b["rps"], 2)
                                   for a, b in zip(runs["A/set/c4"], runs["A/set/c1"])],
         }
+        if args.idle:
+            b = nodes[1]
+            wrk(b, "set", 4, IDLE_TRAFFIC_S)
+            wrk(b, "hello", 4, IDLE_TRAFFIC_S)
+            log(f"kv_group: idle window of {args.idle:g} s on B")
+            time.sleep(1)
+            res["idle_B"] = idle_window(b.server.pid, args.idle)
     finally:
         for n in nodes:
             n.stop()
     res["loadavg_after"] = open("/proc/loadavg").read().strip()
-    out = RESULTS / "raw" / "kv_group.json"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"fsync 4 KiB median {res['fsync_probe_ms']['median']} ms; "
@@ -164,6 +180,10 @@ def main() -> int:
         print(f"{k:12} {v['rps']:9.0f} req/s  p50 {v['p50_us']:7.0f} us  p99 {v['p99_us']:7.0f} us")
     for k, v in res["ratios"].items():
         print(f"{k}: {v}")
+    if "idle_B" in res:
+        i = res["idle_B"]
+        print(f"idle B over {i['seconds']:g} s: {i['ticks']} ticks, {i['switches']} switches, "
+              f"{i['threads']} threads")
     print(f"-> {out}")
     return 0
 

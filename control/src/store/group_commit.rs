@@ -19,7 +19,8 @@
 //! leads a batch of one.
 //!
 //! If `run` panics, the leader's guard fails that batch's operations with `Internal` and steps
-//! down, so no waiter hangs.
+//! down, so no waiter hangs (the leader's own result, if its operation was in that batch, stays
+//! unread in `done`: the panic unwinds through its call; a bug, bounded to one entry per panic).
 
 use std::collections::{HashMap, VecDeque};
 

@@ -23,8 +23,9 @@
 //!   `kv_batch_writes_max` writes (`Limits`), applied in arrival order, each seeing the ones
 //!   before it. A batch whose writes change nothing (deleting absent keys) aborts instead and
 //!   costs no fsync.
-//! - One write fails alone: each write runs all its checks (app exists, key bound, `incr`'s
-//!   integer and range) before its first change, so a refused write changes nothing and its
+//! - One write fails alone: a key's and a value's size and content (`super::kv_common`) are
+//!   checked by the writer before it joins a batch; inside the batch each write runs its other
+//!   checks (app exists, `keys_max`, `incr`'s integer and range) before its first change, so a refused write changes nothing and its
 //!   batch mates commit as if it had not been there. Only a database failure (beginning,
 //!   writing or committing the transaction) fails the whole batch, every write with the error.
 //! - Counting keys: `kv_keys` holds the exact number of rows of the app in `kv` (updated in the

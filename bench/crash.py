@@ -28,6 +28,10 @@ one that fails its checksum. Both must be 0.
 
     python3 bench/crash.py --store embedded --kills 500
     python3 bench/crash.py --store postgres --kills 100 [--pg-url postgres://postgres@127.0.0.1:5432]
+    python3 bench/crash.py --kills 200 --writers 6 --workers 4 --out bench/results/crash-embedded-group.json
+
+(`--writers`/`--workers`: more KV writers on more engines, so that the embedded store's group
+commit batches several writes per commit while the kills land.)
 
 Results: bench/results/crash-STORE.json (counts, timings, any failure in full).
 """
@@ -110,16 +114,21 @@ class Tracked:
 class Node:
     """The node under test: same data dir (and database) across restarts."""
 
-    def __init__(self, data_dir: str, db_url: str | None):
+    def __init__(self, data_dir: str, db_url: str | None, workers: int | None = None):
         self.data_dir = data_dir
         self.db_url = db_url
+        self.workers = workers
         self.target: Target | None = None
 
     def start(self) -> Target:
         t = Target("picloud", cpus=None)
         admin_port = free_port()
         t.admin_url = f"http://127.0.0.1:{admin_port}"
-        env = picloud_env(self.data_dir, t.port, admin_port, None)
+        env = picloud_env(self.data_dir, t.port, admin_port, self.workers)
+        if self.workers:
+            # One app may use every engine, so the KV writers really write at the same time
+            # (the default cap is half the engines).
+            env["PICLOUD_CONCURRENCY_MAX"] = str(self.workers)
         if self.db_url:
             env["PICLOUD_DATABASE_URL"] = self.db_url
         self.target = t
@@ -254,10 +263,10 @@ def run(args) -> int:
                        check=True, capture_output=True)
         db_url = f"{args.pg_url}/{db_name}"
     tmp = tempfile.TemporaryDirectory(prefix=f"picloud-crash-{args.store}-")
-    node = Node(tmp.name, db_url)
+    node = Node(tmp.name, db_url, args.workers)
     kv, scripts = Tracked(), Tracked()
     scripts.acked.update({"ver": "v0", "dep": "d0"})
-    seqs = {i: 0 for i in range(WRITERS)}
+    seqs = {i: 0 for i in range(args.writers)}
     seqs["deploy"] = 1
     counts = {k: 0 for k in ("kills", "kv_acked", "kv_refused", "kv_checked", "kv_in_flight_landed",
                              "deploys_acked", "deploys_refused", "scripts_checked")}
@@ -270,7 +279,7 @@ def run(args) -> int:
         for kill_no in range(1, args.kills + 1):
             stop = threading.Event()
             threads = [threading.Thread(target=kv_writer, args=(t, i, kv, seqs, stop, counts))
-                       for i in range(WRITERS)]
+                       for i in range(args.writers)]
             threads.append(threading.Thread(target=deployer, args=(t, scripts, seqs, stop, counts)))
             for th in threads:
                 th.start()
@@ -303,6 +312,8 @@ def run(args) -> int:
     result = {
         "store": args.store,
         "seed": args.seed,
+        "writers": args.writers,
+        "workers": args.workers,
         "binary": str(picloud_bin()),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip(),
@@ -318,7 +329,7 @@ def run(args) -> int:
         },
     }
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"crash-{args.store}.json"
+    out = Path(args.out) if args.out else RESULTS / f"crash-{args.store}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     log(f"{args.store}: {json.dumps({k: v for k, v in result.items() if k != 'failures'})}")
     log(f"wrote {out}")
@@ -330,6 +341,10 @@ def main() -> int:
     p.add_argument("--store", choices=["embedded", "postgres"], default="embedded")
     p.add_argument("--kills", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--writers", type=int, default=WRITERS, help="KV writer threads")
+    p.add_argument("--workers", type=int, default=None,
+                   help="PICLOUD_WORKERS (and PICLOUD_CONCURRENCY_MAX) of the node; default: its own")
+    p.add_argument("--out", default=None, help="results file (default results/crash-STORE.json)")
     p.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432"))
     return run(p.parse_args())
 

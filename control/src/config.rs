@@ -355,6 +355,21 @@ mod tests {
     }
 
     #[test]
+    fn kv_batch_writes_max_has_a_default_and_a_knob() {
+        let s = parse_with(&[], &[]).expect("defaults");
+        assert_eq!(s.limits.kv_batch_writes_max, 64);
+        let env = parse_with(&[], &[("PICLOUD_KV_BATCH_WRITES_MAX", "8")]).expect("env");
+        assert_eq!(env.limits.kv_batch_writes_max, 8);
+        let flag = parse_with(
+            &["--kv-batch-writes-max", "1"],
+            &[("PICLOUD_KV_BATCH_WRITES_MAX", "8")],
+        )
+        .expect("flag");
+        assert_eq!(flag.limits.kv_batch_writes_max, 1);
+        assert!(parse_with(&[], &[("PICLOUD_KV_BATCH_WRITES_MAX", "0")]).is_err());
+    }
+
+    #[test]
     fn quarantine_knobs_are_checked_against_each_other() {
         let s = parse_with(
             &[],

@@ -174,7 +174,8 @@ impl Node {
             None => {
                 let embedded = Arc::new(
                     EmbeddedStore::open(&settings.data_dir)
-                        .with_context(|| format!("opening {}", settings.data_dir.display()))?,
+                        .with_context(|| format!("opening {}", settings.data_dir.display()))?
+                        .with_kv_batch_writes_max(limits.kv_batch_writes_max),
                 );
                 (
                     embedded.clone(),

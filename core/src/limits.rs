@@ -59,6 +59,9 @@ pub struct Limits {
     pub kv_value_bytes_max: usize,
     /// Most live KV keys per app.
     pub kv_keys_max: usize,
+    /// Most KV writes (`set`, `delete`, `incr`) the embedded store groups into one durable
+    /// commit; writers arriving while a commit runs wait for the next one.
+    pub kv_batch_writes_max: usize,
     /// Invocation records kept per app; older ones are dropped.
     pub log_records_max: usize,
     /// Log lines kept per invocation; later ones are counted, not kept.
@@ -152,6 +155,7 @@ impl Default for Limits {
             kv_key_bytes_max: 512,
             kv_value_bytes_max: 64 * KIB,
             kv_keys_max: 10_000,
+            kv_batch_writes_max: 64,
             log_records_max: 1_000,
             log_lines_max: 100,
             log_line_bytes_max: 2 * KIB,

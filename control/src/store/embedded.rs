@@ -38,7 +38,10 @@
 //! its history (trait rule), so there is nothing left to number from. Same for a deleted and
 //! recreated app.
 
+use super::embedded_kv::{KvOp, KvReply};
+use super::group_commit::{CommitStats, GroupCommit};
 use super::kv_common::{app_not_found, corrupt, script_not_found};
+use picloud_core::Limits;
 use std::path::{Path, PathBuf};
 
 use picloud_core::model::{AppConfig, AppInfo, Route, ScriptInfo, ScriptKind, ScriptVersionInfo};
@@ -102,10 +105,13 @@ pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 
 /// The embedded store. Cheap to share behind an `Arc`: redb serialises write transactions
 /// internally (one at a time, the next `begin_write` waits) and read transactions run
-/// concurrently with them, so no lock of our own is needed.
+/// concurrently with them, so catalog writes need no lock of our own; KV writes queue in the
+/// group committer's (`super::group_commit`) so that concurrent ones share a commit.
 pub struct EmbeddedStore {
     db: Database,
     path: PathBuf,
+    /// Batches concurrent KV writes into shared commits (`super::embedded_kv`).
+    kv_commit: GroupCommit<KvOp, KvReply>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -144,9 +150,34 @@ impl EmbeddedStore {
                     }
                 }
             })?;
-        let store = EmbeddedStore { db, path };
+        let store = EmbeddedStore {
+            db,
+            path,
+            kv_commit: GroupCommit::new(Limits::default().kv_batch_writes_max),
+        };
         store.init_schema()?;
         Ok(store)
+    }
+
+    /// Sets the most KV writes one commit may hold (`Limits::kv_batch_writes_max`; at least 1).
+    pub fn with_kv_batch_writes_max(mut self, writes_max: usize) -> Self {
+        self.kv_commit = GroupCommit::new(writes_max);
+        self
+    }
+
+    /// The most KV writes one commit holds.
+    pub fn kv_batch_writes_max(&self) -> usize {
+        self.kv_commit.batch_ops_max()
+    }
+
+    /// How KV writes were grouped into commits since the store was opened.
+    pub fn kv_commit_stats(&self) -> CommitStats {
+        self.kv_commit.stats()
+    }
+
+    /// The KV group committer.
+    pub(crate) fn kv_commit(&self) -> &GroupCommit<KvOp, KvReply> {
+        &self.kv_commit
     }
 
     /// The database file's path.

@@ -67,6 +67,7 @@ checks!(
     incr_refuses_non_integers_and_overflow,
     incr_keeps_ttl,
     concurrent_incrs_lose_nothing,
+    concurrent_writes_keep_order_and_bounds,
     bounds_refuse_and_change_nothing,
     keys_max_refuses_new_keys_only,
     deleting_the_app_deletes_its_data,
@@ -113,6 +114,7 @@ macro_rules! kv_conformance_tests {
             incr_refuses_non_integers_and_overflow,
             incr_keeps_ttl,
             concurrent_incrs_lose_nothing,
+            concurrent_writes_keep_order_and_bounds,
             bounds_refuse_and_change_nothing,
             keys_max_refuses_new_keys_only,
             deleting_the_app_deletes_its_data,
@@ -483,6 +485,93 @@ pub fn concurrent_incrs_lose_nothing(store: &dyn Store, kv: &dyn KvStore) {
     let mut all: Vec<i64> = seen.into_iter().flatten().collect();
     all.sort_unstable();
     assert_eq!(all, (1..=total).collect::<Vec<_>>());
+}
+
+/// 8 threads × 25 rounds of mixed writes on one app (the embedded store groups them into
+/// shared commits): each thread overwrites its own key (the last value is its last write),
+/// everyone overwrites one shared key (its value is some thread's last write), increments one
+/// counter (nothing lost), tries an oversized value (refused alone, nothing changed), deletes
+/// an absent key (`false`) and writes one new key per round. The app's key bound admits exactly
+/// `keys_max` keys: of the 200 new keys, exactly as many as fit succeed, the rest are refused
+/// with the bound's message, and the listing holds exactly the ones that succeeded.
+pub fn concurrent_writes_keep_order_and_bounds(store: &dyn Store, kv: &dyn KvStore) {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 25;
+    app(store, "a");
+    let l = KvLimits {
+        value_bytes_max: 64,
+        keys_max: 40,
+        ..limits()
+    };
+    for t in 0..THREADS {
+        ok(
+            kv.kv_set("a", &format!("own-{t}"), &json!(-1), None, T0, &l),
+            "own",
+        );
+    }
+    ok(
+        kv.kv_set("a", "shared", &json!(null), None, T0, &l),
+        "shared",
+    );
+    ok(kv.kv_incr("a", "hits", 0, T0, &l), "hits");
+    let fixed_keys = THREADS + 2;
+    let too_big = json!("x".repeat(100));
+    let barrier = std::sync::Barrier::new(THREADS);
+    // Per thread: the counter values seen, and the new keys that were stored.
+    let per_thread: Vec<(Vec<i64>, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (barrier, too_big) = (&barrier, &too_big);
+                s.spawn(move || {
+                    barrier.wait();
+                    let own = format!("own-{t}");
+                    let (mut seen, mut stored) = (Vec::new(), Vec::new());
+                    for j in 0..ROUNDS {
+                        ok(kv.kv_set("a", &own, &json!(j), None, T0, &l), "own");
+                        invalid(kv.kv_set("a", &own, too_big, None, T0, &l), "limit", "big");
+                        let shared = json!({"t": t, "n": j});
+                        ok(kv.kv_set("a", "shared", &shared, None, T0, &l), "shared");
+                        seen.push(ok(kv.kv_incr("a", "hits", 1, T0, &l), "incr"));
+                        let absent = format!("absent-{t}");
+                        assert!(!ok(kv.kv_delete("a", &absent, T0), "delete"));
+                        let new = format!("new-{t}-{j:02}");
+                        match kv.kv_set("a", &new, &json!(j), None, T0, &l) {
+                            Ok(()) => stored.push(new),
+                            r => invalid(r, "kv keys", "new key past the bound"),
+                        }
+                    }
+                    (seen, stored)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer thread"))
+            .collect()
+    });
+    let last = json!(ROUNDS - 1);
+    for t in 0..THREADS {
+        assert_eq!(get(kv, "a", &format!("own-{t}"), T0), Some(last.clone()));
+    }
+    let shared = get(kv, "a", "shared", T0).expect("shared is set");
+    assert_eq!(
+        shared["n"], last,
+        "the shared key holds a thread's last write"
+    );
+    let total = i64::try_from(THREADS * ROUNDS).expect("small");
+    assert_eq!(get(kv, "a", "hits", T0), Some(json!(total)));
+    let mut seen: Vec<i64> = per_thread.iter().flat_map(|p| p.0.clone()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+    let mut stored: Vec<String> = per_thread.into_iter().flat_map(|p| p.1).collect();
+    stored.sort_unstable();
+    assert_eq!(
+        stored.len(),
+        l.keys_max - fixed_keys,
+        "exactly the room left"
+    );
+    assert_eq!(list(kv, "a", "new-", T0), stored);
+    assert_eq!(list(kv, "a", "", T0).len(), l.keys_max);
 }
 
 /// Empty or long keys, NUL, large values: `Invalid` with a clear message, and nothing stored.

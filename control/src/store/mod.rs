@@ -6,7 +6,8 @@
 //! ([`conformance`], compiled into the library so that every store's tests, in any crate, run
 //! the same checks); the per-app key-value store ([`picloud_core::services::KvStore`]) for
 //! both stores ([`embedded_kv`], [`postgres_kv`], sharing bounds and messages in
-//! [`kv_common`]) with its conformance suite ([`kv_conformance`]); invocation records
+//! [`kv_common`]) with its conformance suite ([`kv_conformance`]), the embedded one's writes
+//! sharing commits through [`group_commit`]; invocation records
 //! ([`picloud_core::services::LogStore`]) for both stores ([`embedded_logs`],
 //! [`postgres_logs`]) with their own conformance suite ([`log_conformance`]); admin tokens and
 //! the audit log ([`picloud_core::access::AccessStore`]) for both stores ([`embedded_access`],
@@ -23,6 +24,7 @@ pub mod embedded_access;
 pub mod embedded_backup;
 pub mod embedded_kv;
 pub mod embedded_logs;
+pub mod group_commit;
 pub mod kv_common;
 pub mod kv_conformance;
 pub mod log_conformance;

@@ -20,10 +20,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use picloud_core::services::{InvocationRecord, LogStore};
 use picloud_core::store::{StoreError, StoreResult};
-use postgres::IsolationLevel;
-
 use super::PgStore;
-use super::postgres::pg_err;
+use super::postgres::{BEGIN, pg_err};
 
 impl LogStore for PgStore {
     fn append_invocations(
@@ -40,8 +38,7 @@ impl LogStore for PgStore {
             by_app.entry(r.app.as_str()).or_default().push(r);
         }
         let keep = i64::try_from(per_app_max).unwrap_or(i64::MAX);
-        self.with_client(|client| {
-            let mut tx = client.transaction().map_err(pg_err)?;
+        self.session(Some(BEGIN), |tx, _| {
             let names: Vec<&str> = by_app.keys().copied().collect();
             let existing: HashSet<String> = tx
                 .query(
@@ -106,21 +103,9 @@ impl LogStore for PgStore {
         limit: usize,
     ) -> StoreResult<Vec<(u64, InvocationRecord)>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with_client(|client| {
-            // One snapshot for the existence check and the rows.
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .map_err(pg_err)?;
-            if tx
-                .query_opt("SELECT 1 FROM apps WHERE name = $1", &[&app])
-                .map_err(pg_err)?
-                .is_none()
-            {
-                return Err(StoreError::NotFound(format!("app {app:?} does not exist")));
-            }
+        self.with_db(|tx| {
+            // One statement for the rows; only when there are none, another tells an app
+            // without records from no app.
             let rows = match after {
                 // Past the largest number a bigint holds there is nothing.
                 Some(after) => match i64::try_from(after) {
@@ -140,7 +125,14 @@ impl LogStore for PgStore {
                 ),
             }
             .map_err(pg_err)?;
-            tx.commit().map_err(pg_err)?;
+            if rows.is_empty()
+                && tx
+                    .query_opt("SELECT 1 FROM apps WHERE name = $1", &[&app])
+                    .map_err(pg_err)?
+                    .is_none()
+            {
+                return Err(StoreError::NotFound(format!("app {app:?} does not exist")));
+            }
             rows.iter()
                 .map(|row| {
                     let seq: i64 = row.try_get(0).map_err(pg_err)?;

@@ -123,6 +123,8 @@ pub struct PgStore {
     conn: Mutex<Option<Conn>>,
     /// Round trips made on that connection (see [`Db`]), for tests and bench/.
     round_trips: AtomicU64,
+    /// The revision of the last write committed through this store (0: none yet).
+    written: AtomicU64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -185,7 +187,7 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 impl Db<'_> {
     fn trip(&self) {
-        self.trips.fetch_add(1, Ordering::Relaxed);
+            self.trips.fetch_add(1, Ordering::Relaxed);
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
@@ -339,6 +341,7 @@ impl PgStore {
             config,
             conn: Mutex::new(Some(Conn::new(client))),
             round_trips: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         })
     }
 
@@ -464,6 +467,7 @@ impl PgStore {
                         literal(&payload)?
                     ))
                     .map_err(pg_err)?;
+                    self.written.fetch_max(to_u64(next), Ordering::Relaxed);
                     Ok((value, to_u64(next)))
                 }
                 Outcome::Unchanged(value) => {
@@ -989,6 +993,13 @@ fn write_env(db: &mut Db<'_>, app: &str, env: &[(&str, &str)]) -> StoreResult<bo
 impl Store for PgStore {
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+
+    fn last_written_revision(&self) -> Option<u64> {
+        match self.written.load(Ordering::Relaxed) {
+            0 => None,
+            r => Some(r),
+        }
     }
 
     fn revision(&self) -> StoreResult<u64> {

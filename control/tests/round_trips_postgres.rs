@@ -48,10 +48,7 @@ fn an_admin_write_costs_a_fixed_small_number_of_round_trips() {
     };
     let db = TestDb::create(&url, "trips");
     let n = TestNode::start_with(&[("PICLOUD_DATABASE_URL", &db.url)]);
-    n.deploy(
-        "demo",
-        &[("/a", "a", "\"a\""), ("/b", "b", "\"b\"")],
-    );
+    n.deploy("demo", &[("/a", "a", "\"a\""), ("/b", "b", "\"b\"")]);
     let script = steady(
         &n,
         "PUT",
@@ -107,7 +104,9 @@ fn a_large_first_deploy_costs_as_many_round_trips_as_a_small_one() {
         let mut routes = Vec::new();
         for i in 0..scripts {
             s.insert(format!("s{i}"), json!({"source": format!("\"{i}\"")}));
-            routes.push(json!({"method": "GET", "path": format!("/s{i}"), "script": format!("s{i}")}));
+            routes.push(
+                json!({"method": "GET", "path": format!("/s{i}"), "script": format!("s{i}")}),
+            );
         }
         json!({"scripts": s, "routes": routes}).to_string()
     };

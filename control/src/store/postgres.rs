@@ -2,20 +2,29 @@
 //! through the synchronous `postgres` client.
 //!
 //! Owns: the connection the control thread uses (one, opened lazily and reopened after any
-//! connection failure, with connect timeout and TCP keepalive from [`Limits`]), the SQL of every
-//! trait operation, the write protocol and the change notifications:
+//! connection failure, with connect timeout and TCP keepalive from [`Limits`]) with its cache of
+//! prepared statements ([`Conn`], also used by the KV pool), the SQL of every trait operation,
+//! the write protocol and the change notifications. Round trips are what a call costs here
+//! (each is a wake-up of the node and of a backend, ~75 µs on the reference VM), so:
+//! - every statement is prepared once per connection and then only bound and executed: one
+//!   round trip per statement ([`Db`], which also counts them for tests and bench/);
 //! - every write is one transaction that first locks the single `picloud_revision` row
-//!   (`SELECT … FOR UPDATE`). That serialises writers across all nodes, so revisions commit in
-//!   order and the checks a write makes (host taken? script used by a route?) cannot race a
-//!   write on another node. A write that changes something sets the revision to N+1, stamps
-//!   the touched app's `revision` column with N+1 (what [`Store::changes_since`] reads) and
-//!   sends `NOTIFY picloud_changes` with `{"revision":N+1,"app":NAME}` — delivered on commit,
-//!   never for a rolled-back change, far below PostgreSQL's 8000-byte payload limit. A write
-//!   that changes nothing rolls back and keeps the revision.
-//! - every multi-query read is one `REPEATABLE READ` read-only transaction, so it sees one
-//!   revision.
+//!   (`SELECT … FOR UPDATE`, sent with the `BEGIN` as one simple query). That serialises
+//!   writers across all nodes, so revisions commit in order and the checks a write makes (host
+//!   taken? script used by a route?) cannot race a write on another node. The checks read the
+//!   app's whole state (scripts with imports, routes, schedules, triggers) in one statement
+//!   ([`LOAD_SQL`]); the changes are set-based statements (arrays `UNNEST`ed into multi-row
+//!   upserts, inserts and deletes), so a deploy of 100 scripts takes as many round trips as one
+//!   of 2. A write that changes something sets the revision to N+1, stamps the touched app's
+//!   `revision` column with N+1 (what [`Store::changes_since`] reads) and sends
+//!   `NOTIFY picloud_changes` with `{"revision":N+1,"app":NAME}`, in the same simple query as
+//!   its `COMMIT` — delivered on commit, never for a rolled-back change, far below
+//!   PostgreSQL's 8000-byte payload limit. A write that changes nothing rolls back and keeps
+//!   the revision.
+//! - every read is one statement, so it sees one snapshot without a transaction: a snapshot or
+//!   a delta is [`LOAD_SQL`]; a read that finds no rows asks once more whether the app exists.
 //!
-//! Errors map by who can fix them: connection trouble, shutdown and serialization failures are
+//! //! Errors map by who can fix them: connection trouble, shutdown and serialization failures are
 //! `Unavailable` (retry later; the admin API answers 503 `store_unavailable`); unique and
 //! foreign-key violations are `Conflict`; check and data violations (names the API would refuse,
 //! NUL bytes) are `Invalid`; anything else is `Internal`.
@@ -187,7 +196,7 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 impl Db<'_> {
     fn trip(&self) {
-            self.trips.fetch_add(1, Ordering::Relaxed);
+        self.trips.fetch_add(1, Ordering::Relaxed);
     }
 
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
@@ -308,7 +317,10 @@ fn literal(s: &str) -> StoreResult<String> {
     if s.contains('\0') {
         return Err(StoreError::Invalid("text contains a NUL byte".into()));
     }
-    Ok(format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''")))
+    Ok(format!(
+        "E'{}'",
+        s.replace('\\', "\\\\").replace('\'', "''")
+    ))
 }
 
 /// The first value of the first row of a simple query's answer.
@@ -324,8 +336,7 @@ fn first_value(messages: &[SimpleQueryMessage]) -> StoreResult<&str> {
 }
 
 /// Opens a write: the transaction and the revision lock, in one round trip.
-const BEGIN_WRITE: &str =
-    "BEGIN; SELECT revision FROM picloud_revision WHERE singleton FOR UPDATE";
+const BEGIN_WRITE: &str = "BEGIN; SELECT revision FROM picloud_revision WHERE singleton FOR UPDATE";
 /// Opens a plain transaction (no revision lock).
 pub(crate) const BEGIN: &str = "BEGIN";
 
@@ -418,7 +429,8 @@ impl PgStore {
                 Err(e) => Err(e),
             };
             drop(db);
-            let broken = matches!(result, Err(StoreError::Unavailable(_))) || conn.client.is_closed();
+            let broken =
+                matches!(result, Err(StoreError::Unavailable(_))) || conn.client.is_closed();
             if broken {
                 *slot = None;
             } else {
@@ -431,7 +443,10 @@ impl PgStore {
     /// Runs `f` on the connection without a transaction: one statement is its own snapshot
     /// (and, if it writes, its own transaction). Also used by the invocation log and the
     /// access store, whose calls share this connection.
-    pub(crate) fn with_db<T>(&self, f: impl FnOnce(&mut Db<'_>) -> StoreResult<T>) -> StoreResult<T> {
+    pub(crate) fn with_db<T>(
+        &self,
+        f: impl FnOnce(&mut Db<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         self.session(None, |db, _| f(db))
     }
 
@@ -685,8 +700,9 @@ fn load(
             2 => {
                 let name: String = col(row, 3)?;
                 let kind: &str = col(row, 4)?;
-                let kind = ScriptKind::parse(kind)
-                    .ok_or_else(|| corrupt(&format!("script {name:?}"), format!("kind {kind:?}")))?;
+                let kind = ScriptKind::parse(kind).ok_or_else(|| {
+                    corrupt(&format!("script {name:?}"), format!("kind {kind:?}"))
+                })?;
                 a.scripts.push(Script {
                     info: ScriptInfo {
                         name,

@@ -142,10 +142,10 @@ impl AccessStore for PgStore {
         let at = to_i64(at_ms)?;
         self.with_db(|db| {
             db.execute(
-                    "UPDATE admin_tokens SET last_used_at_ms = $2 WHERE name = $1",
-                    &[&name, &at],
-                )
-                .map_err(pg_err)?;
+                "UPDATE admin_tokens SET last_used_at_ms = $2 WHERE name = $1",
+                &[&name, &at],
+            )
+            .map_err(pg_err)?;
             Ok(())
         })
     }

@@ -11,6 +11,9 @@
 //!   than [`IDLE_CHECK_AFTER`] is checked with an empty round trip first, so a server restart
 //!   does not fail the first call on each kept connection. Connection errors are `Unavailable`.
 //!   It never uses [`super::PgStore`]'s admin connection (one, serialised, for catalog writes).
+//!   Each connection keeps the statements it has prepared ([`super::postgres::Conn`]), dropped
+//!   with it: `kv_get` is then one round trip (bind and execute, no planning of new text),
+//!   `kv_set` of an existing key three (begin, upsert, commit).
 //! - `kv_incr` is one `INSERT … ON CONFLICT … DO UPDATE … RETURNING`: PostgreSQL locks the
 //!   row for the update, so concurrent increments from any connection or node serialise on it
 //!   and none is lost; an expired value counts as 0 (and loses its TTL) inside the same
@@ -43,8 +46,8 @@ use picloud_core::services::{KvLimits, KvStore};
 use picloud_core::store::{StoreError, StoreResult};
 use std::sync::atomic::AtomicU64;
 
-use postgres::error::SqlState;
 use postgres::Config;
+use postgres::error::SqlState;
 use serde_json::Value;
 
 use super::PgStore;
@@ -253,12 +256,7 @@ fn big(v: usize) -> i64 {
 
 /// After a write in `tx` added a row to `app`: under the app's advisory lock, purges the app's
 /// expired rows and refuses (`Invalid`) if more than `keys_max` remain (see module docs).
-fn check_room(
-    tx: &mut Db<'_>,
-    app: &str,
-    now_ms: u64,
-    keys_max: usize,
-) -> StoreResult<()> {
+fn check_room(tx: &mut Db<'_>, app: &str, now_ms: u64, keys_max: usize) -> StoreResult<()> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))",
         &[&KV_LOCK_CLASS, &app],

@@ -3,7 +3,7 @@
 //! counter `invocation_seqs`).
 //!
 //! Owns: the SQL of appending, trimming and reading records. Does not own: the schema (the
-//! migration), the connection (the store's own, through `PgStore::with_client`: one append per
+//! migration), the connection (the store's own, through `PgStore::session`: one append per
 //! batch of the writer thread is light next to admin traffic, and a node keeps one connection
 //! for its control plane), or deleting an app's records (`ON DELETE CASCADE` does that in the
 //! app's delete transaction).
@@ -18,10 +18,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use picloud_core::services::{InvocationRecord, LogStore};
-use picloud_core::store::{StoreError, StoreResult};
 use super::PgStore;
 use super::postgres::{BEGIN, pg_err};
+use picloud_core::services::{InvocationRecord, LogStore};
+use picloud_core::store::{StoreError, StoreResult};
 
 impl LogStore for PgStore {
     fn append_invocations(

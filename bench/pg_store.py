@@ -19,7 +19,8 @@ run, on the embedded store and on PostgreSQL.
    `PUT script` (keeps the kind: one more read), `PUT env`, `PUT routes`, and a 100-script
    first deploy. Deterministic counts, not timings; the proxy adds latency, so nothing is
    timed through it.
-3. kv::get: app `k` with `get` = kv::get("key") (a small map) and `hello` = "hi", on a fresh
+3. kv::get: a yardstick first, each round: 1000 simple `SELECT 1` round trips from this
+   process (its own minimal client, propagation.PgWire), median. Then app `k` with `get` = kv::get("key") (a small map) and `hello` = "hi", on a fresh
    node per build and store; GETS sequential requests alternating /k/get and /k/hello on one
    keep-alive connection from this process (one request in flight: a latency, not a
    throughput). Reported: median and p99 of each, and the median of get minus that of hello,
@@ -321,7 +322,12 @@ def main() -> int:
         log(f"  {res['round_trips'][b]}")
     raw: dict = {s: {b: [] for b in bins} for s in ("embedded", "postgres")}
     kv_raw: dict = {s: {b: [] for b in bins} for s in ("embedded", "postgres")}
+    res["select1_ms"] = []
     for r in range(a.rounds):
+        # Yardstick: a bare round trip to the server from this process (simple `SELECT 1`).
+        w = propagation.PgWire("postgres")
+        res["select1_ms"].append(w.timed("SELECT 1", 1000))
+        w.sock.close()
         order = list(bins) if r % 2 == 0 else list(reversed(bins))
         for store in ("embedded", "postgres"):
             for b in order:
@@ -343,10 +349,12 @@ def main() -> int:
                                     statistics.median(k["get_minus_hello_median_us"] for k in v),
                                 "rounds": v}
                             for b, v in kv_raw[store].items()}
+    res["select1_p50_ms"] = statistics.median(x["median"] for x in res["select1_ms"])
     res["load_after"] = load()
     (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
     (RESULTS / "raw" / "pg_store.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(f"load average before {res['load_before']}, after {res['load_after']}")
+    print(f"load average before {res['load_before']}, after {res['load_after']}; "
+          f"SELECT 1 round trip from this process {res['select1_p50_ms']} ms (median of p50s)")
     for b in bins:
         print(f"round trips ({b}): {res['round_trips'][b]}")
     for store in raw:

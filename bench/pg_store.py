@@ -25,7 +25,9 @@ run, on the embedded store and on PostgreSQL.
    keep-alive connection from this process (one request in flight: a latency, not a
    throughput). Reported: median and p99 of each, and the median of get minus that of hello,
    which is what the kv::get call adds (the HTTP, the client's own cost and the script are the
-   same in both).
+   same in both). Each node is measured twice: with invocation records on (the default; on
+   PostgreSQL the record writer shares the machine and the store's connection with the
+   requests) and with PICLOUD_INVOCATION_LOGS=off (the kv::get alone).
 
 Writes bench/results/raw/pg_store.json and prints a summary. The load average is recorded
 before and after: this machine is shared, so say what it was.
@@ -44,9 +46,24 @@ import threading
 import time
 from http.client import HTTPConnection
 
+import benchlib
 import modules
 import propagation
 from benchlib import ADMIN_TOKEN, RESULTS, NotReady, Target, http, log
+
+# Extra PICLOUD_* variables for the next node started (picloud_env drops the caller's own).
+EXTRA_ENV: dict[str, str] = {}
+_picloud_env = benchlib.picloud_env
+
+
+def _env_with_extra(*args, **kwargs) -> dict:
+    env = _picloud_env(*args, **kwargs)
+    env.update(EXTRA_ENV)
+    return env
+
+
+benchlib.picloud_env = _env_with_extra
+propagation.picloud_env = _env_with_extra
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 STORE_APP_NAME = "picloud-store"
@@ -269,8 +286,14 @@ def round_trips(binary: str, proxy: CountingProxy) -> dict:
 # ---------------------------------------------------------------------------------------------
 # 3. kv::get latency
 
-def kv_latency(binary: str, store: str, gets: int) -> dict:
-    t, db = start_node(binary, store)
+def kv_latency(binary: str, store: str, gets: int, records: bool = True) -> dict:
+    EXTRA_ENV.clear()
+    if not records:
+        EXTRA_ENV["PICLOUD_INVOCATION_LOGS"] = "off"
+    try:
+        t, db = start_node(binary, store)
+    finally:
+        EXTRA_ENV.clear()
     try:
         b = {"scripts": {"get": {"source": 'kv::get("key")'}, "hello": {"source": '"hi"'}},
              "routes": [{"method": "GET", "path": "/get", "script": "get"},
@@ -322,6 +345,7 @@ def main() -> int:
         log(f"  {res['round_trips'][b]}")
     raw: dict = {s: {b: [] for b in bins} for s in ("embedded", "postgres")}
     kv_raw: dict = {s: {b: [] for b in bins} for s in ("embedded", "postgres")}
+    kv_off: dict = {s: {b: [] for b in bins} for s in ("embedded", "postgres")}
     res["select1_ms"] = []
     for r in range(a.rounds):
         # Yardstick: a bare round trip to the server from this process (simple `SELECT 1`).
@@ -337,18 +361,23 @@ def main() -> int:
                 kv = kv_latency(bins[b], store, a.gets)
                 kv_raw[store][b].append(kv)
                 log(f"round {r + 1} kv {store} {b}: {kv}")
+                kv = kv_latency(bins[b], store, a.gets, records=False)
+                kv_off[store][b].append(kv)
+                log(f"round {r + 1} kv {store} {b}, records off: {kv}")
     for store in raw:
         res["deploy_ms"][store] = {b: {"median": round(statistics.median(v), 1), "min": round(min(v), 1),
                                        "max": round(max(v), 1), "runs": [round(x, 1) for x in v]}
                                    for b, v in raw[store].items()}
-        res["kv"][store] = {b: {"get_median_us": statistics.median(k["get"]["median_us"] for k in v),
-                                "get_p99_us": statistics.median(k["get"]["p99_us"] for k in v),
-                                "hello_median_us": statistics.median(k["hello"]["median_us"] for k in v),
-                                "hello_p99_us": statistics.median(k["hello"]["p99_us"] for k in v),
-                                "get_minus_hello_median_us":
-                                    statistics.median(k["get_minus_hello_median_us"] for k in v),
-                                "rounds": v}
-                            for b, v in kv_raw[store].items()}
+        for key, src in (("kv", kv_raw), ("kv_records_off", kv_off)):
+            res.setdefault(key, {})[store] = {
+                b: {"get_median_us": statistics.median(k["get"]["median_us"] for k in v),
+                    "get_p99_us": statistics.median(k["get"]["p99_us"] for k in v),
+                    "hello_median_us": statistics.median(k["hello"]["median_us"] for k in v),
+                    "hello_p99_us": statistics.median(k["hello"]["p99_us"] for k in v),
+                    "get_minus_hello_median_us":
+                        statistics.median(k["get_minus_hello_median_us"] for k in v),
+                    "rounds": v}
+                for b, v in src[store].items()}
     res["select1_p50_ms"] = statistics.median(x["median"] for x in res["select1_ms"])
     res["load_after"] = load()
     (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
@@ -359,11 +388,14 @@ def main() -> int:
         print(f"round trips ({b}): {res['round_trips'][b]}")
     for store in raw:
         for b in bins:
-            d, k = res["deploy_ms"][store][b], res["kv"][store][b]
+            d = res["deploy_ms"][store][b]
             print(f"{store:<8} {b:<6} first deploy (100 scripts) {d['median']} ms (min {d['min']}, "
-                  f"max {d['max']}); kv::get {k['get_median_us']} µs median, p99 {k['get_p99_us']} µs; "
-                  f"hello {k['hello_median_us']} / {k['hello_p99_us']} µs; get - hello "
-                  f"{k['get_minus_hello_median_us']} µs")
+                  f"max {d['max']})")
+            for key in ("kv", "kv_records_off"):
+                k = res[key][store][b]
+                print(f"{store:<8} {b:<6} {key:<14} kv::get {k['get_median_us']} µs median, p99 "
+                      f"{k['get_p99_us']} µs; hello {k['hello_median_us']} / {k['hello_p99_us']} µs; "
+                      f"get - hello {k['get_minus_hello_median_us']} µs")
     return 0
 
 

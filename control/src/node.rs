@@ -133,6 +133,9 @@ pub struct Node {
     log_writer: Option<LogWriter>,
     store_kind: &'static str,
     live: Live,
+    /// The PostgreSQL store, if the node runs on one (its round-trip counter is read by tests
+    /// and bench/).
+    pg: Option<Arc<PgStore>>,
 }
 
 impl Node {
@@ -222,7 +225,7 @@ impl Node {
         publisher.publish().context("loading the catalog")?;
         // Other nodes' changes arrive through the sync daemon; started after the first
         // catalog, so the node never serves an empty one it does not have to.
-        let sync = match pg {
+        let sync = match pg.clone() {
             Some(pg) => Some(
                 SyncDaemon::start(pg, publisher.clone(), limits)
                     .context("spawning the sync thread")?,
@@ -295,6 +298,7 @@ impl Node {
                 log_writer,
                 store_kind: store.kind(),
                 live,
+                pg,
             },
             generated_token,
         })
@@ -313,6 +317,14 @@ impl Node {
     /// `embedded` or `postgres`.
     pub fn store_kind(&self) -> &'static str {
         self.store_kind
+    }
+
+    /// Round trips the PostgreSQL store's connection has made (admin calls, publishes,
+    /// invocation records, schedule claims), or `None` on the embedded store. For tests that pin
+    /// what an admin call costs.
+    #[doc(hidden)]
+    pub fn pg_round_trips(&self) -> Option<u64> {
+        self.pg.as_ref().map(|pg| pg.round_trips())
     }
 
     /// The live catalog's revision.

@@ -259,6 +259,13 @@ pub trait Store: Send + Sync {
     /// `embedded` or `postgres`, as shown by `/v1/health` and the ready line.
     fn kind(&self) -> &'static str;
 
+    /// The revision the last write through this handle committed, if the store keeps track
+    /// (PostgreSQL does). After a write, a publisher that has already published it (the sync
+    /// thread woken by the write's own notification got there first) need not read again.
+    fn last_written_revision(&self) -> Option<u64> {
+        None
+    }
+
     /// The current global revision (0 for an empty store).
     fn revision(&self) -> StoreResult<u64>;
 

@@ -258,7 +258,10 @@ impl Admin {
             // now): the answer stays a success, and the catalog catches up on the next publish
             // (the sync daemon's, with PostgreSQL; the next write's, embedded).
             let resp = r?;
-            if let Err(e) = self.publisher.publish() {
+            // Up to what this write committed, when the store says: on PostgreSQL the sync
+            // thread, woken by the write's own notification, may have published it already.
+            let target = self.store.last_written_revision().unwrap_or(u64::MAX);
+            if let Err(e) = self.publisher.publish_up_to(target) {
                 log::warn!("change committed but not yet published on this node: {e}");
             }
             Ok(resp)

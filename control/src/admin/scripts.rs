@@ -10,7 +10,7 @@
 
 use picloud_core::model::{validate_module_name, validate_script_name};
 use picloud_core::rules::{self, Violation};
-use picloud_core::store::app_state;
+use picloud_core::store::{StoreError, app_state};
 use picloud_core::{ErrorCode, ScriptKind, ScriptWrite};
 use std::sync::Arc;
 
@@ -113,8 +113,14 @@ impl Admin {
         let (write, analysis, ast) = self.prepare(name, kind, source)?;
         // The store checks the import graph too (inside its transaction); checking here first
         // turns a bad import of this script into a 422 pointing at the import.
-        if self.store.get_app(app)?.is_some() {
-            let scripts = self.store.list_scripts(app)?;
+        // A missing app answers `NotFound` here (the save creates nothing and fails below with
+        // the same error); asking first would cost a PostgreSQL round trip on every save.
+        let scripts = match self.store.list_scripts(app) {
+            Ok(scripts) => Some(scripts),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(scripts) = scripts {
             let new = usize::from(!scripts.iter().any(|s| s.name == name));
             bounds::count(
                 "scripts",

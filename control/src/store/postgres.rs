@@ -2,20 +2,29 @@
 //! through the synchronous `postgres` client.
 //!
 //! Owns: the connection the control thread uses (one, opened lazily and reopened after any
-//! connection failure, with connect timeout and TCP keepalive from [`Limits`]), the SQL of every
-//! trait operation, the write protocol and the change notifications:
+//! connection failure, with connect timeout and TCP keepalive from [`Limits`]) with its cache of
+//! prepared statements ([`Conn`], also used by the KV pool), the SQL of every trait operation,
+//! the write protocol and the change notifications. Round trips are what a call costs here
+//! (each is a wake-up of the node and of a backend, ~75 µs on the reference VM), so:
+//! - every statement is prepared once per connection and then only bound and executed: one
+//!   round trip per statement ([`Db`], which also counts them for tests and bench/);
 //! - every write is one transaction that first locks the single `picloud_revision` row
-//!   (`SELECT … FOR UPDATE`). That serialises writers across all nodes, so revisions commit in
-//!   order and the checks a write makes (host taken? script used by a route?) cannot race a
-//!   write on another node. A write that changes something sets the revision to N+1, stamps
-//!   the touched app's `revision` column with N+1 (what [`Store::changes_since`] reads) and
-//!   sends `NOTIFY picloud_changes` with `{"revision":N+1,"app":NAME}` — delivered on commit,
-//!   never for a rolled-back change, far below PostgreSQL's 8000-byte payload limit. A write
-//!   that changes nothing rolls back and keeps the revision.
-//! - every multi-query read is one `REPEATABLE READ` read-only transaction, so it sees one
-//!   revision.
+//!   (`SELECT … FOR UPDATE`, sent with the `BEGIN` as one simple query). That serialises
+//!   writers across all nodes, so revisions commit in order and the checks a write makes (host
+//!   taken? script used by a route?) cannot race a write on another node. The checks read the
+//!   app's whole state (scripts with imports, routes, schedules, triggers) in one statement
+//!   ([`LOAD_SQL`]); the changes are set-based statements (arrays `UNNEST`ed into multi-row
+//!   upserts, inserts and deletes), so a deploy of 100 scripts takes as many round trips as one
+//!   of 2. A write that changes something sets the revision to N+1, stamps the touched app's
+//!   `revision` column with N+1 (what [`Store::changes_since`] reads) and sends
+//!   `NOTIFY picloud_changes` with `{"revision":N+1,"app":NAME}`, in the same simple query as
+//!   its `COMMIT` — delivered on commit, never for a rolled-back change, far below
+//!   PostgreSQL's 8000-byte payload limit. A write that changes nothing rolls back and keeps
+//!   the revision.
+//! - every read is one statement, so it sees one snapshot without a transaction: a snapshot or
+//!   a delta is [`LOAD_SQL`]; a read that finds no rows asks once more whether the app exists.
 //!
-//! Errors map by who can fix them: connection trouble, shutdown and serialization failures are
+//! //! Errors map by who can fix them: connection trouble, shutdown and serialization failures are
 //! `Unavailable` (retry later; the admin API answers 503 `store_unavailable`); unique and
 //! foreign-key violations are `Conflict`; check and data violations (names the API would refuse,
 //! NUL bytes) are `Invalid`; anything else is `Internal`.
@@ -26,9 +35,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::kv_common::{app_not_found, corrupt, script_not_found};
+use super::postgres_kv::IDLE_CHECK_AFTER;
 
 use parking_lot::Mutex;
 use picloud_core::Limits;
@@ -42,7 +53,8 @@ use picloud_core::store::{
     StoreError, StoreResult, Written, app_state, check_rules, plan_deploy, runners,
 };
 use postgres::error::SqlState;
-use postgres::{Client, Config, IsolationLevel, NoTls, Row, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, SimpleQueryMessage, Statement};
 
 /// The channel every change is announced on.
 pub const NOTIFY_CHANNEL: &str = "picloud_changes";
@@ -114,9 +126,14 @@ pub struct PgStore {
     config: Config,
     /// Bound of the liveness check of a kept connection (the connect timeout).
     timeout: Duration,
-    /// The control plane's connection; `None` until first use and after a failure. Calls are
-    /// serialised on it (admin traffic is light and writes are serialised anyway).
-    conn: Mutex<Option<Client>>,
+    /// The control plane's connection with its prepared statements; `None` until first use
+    /// and after a failure. Calls are serialised on it (admin traffic is light and writes are
+    /// serialised anyway).
+    conn: Mutex<Option<Conn>>,
+    /// Round trips made on that connection (see [`Db`]), for tests and bench/.
+    round_trips: AtomicU64,
+    /// The revision of the last write committed through this store (0: none yet).
+    written: AtomicU64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -128,6 +145,201 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// One connection and the statements prepared on it. Prepared statements belong to the
+/// server session, so the cache lives and dies with the connection: a reconnect starts with
+/// an empty one. It holds one entry per distinct SQL text of this module and its siblings (all
+/// `&'static str`), so it is bounded by the code, not by traffic.
+pub(crate) struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+    /// When the connection last finished a call without failing.
+    last_used: Instant,
+}
+
+impl Conn {
+    pub(crate) fn new(client: Client) -> Conn {
+        Conn {
+            client,
+            statements: HashMap::new(),
+            last_used: Instant::now(),
+        }
+    }
+
+    pub(crate) fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// A session on this connection counting its round trips into `trips`.
+    pub(crate) fn db<'a>(&'a mut self, trips: &'a AtomicU64) -> Db<'a> {
+        Db {
+            client: &mut self.client,
+            statements: &mut self.statements,
+            trips,
+            in_tx: false,
+        }
+    }
+}
+
+/// One call's use of a [`Conn`]: every statement runs as a prepared statement from the
+/// connection's cache (prepared on first use: one round trip, once per connection), and every
+/// round trip is counted: a prepare, an execution, a simple query (one or more statements
+/// sent as one message), `COMMIT`/`ROLLBACK`, a liveness check. A transaction left open
+/// (an error, an early return) is rolled back when the `Db` is dropped.
+pub(crate) struct Db<'a> {
+    client: &'a mut Client,
+    statements: &'a mut HashMap<&'static str, Statement>,
+    trips: &'a AtomicU64,
+    in_tx: bool,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Db<'_> {
+    fn trip(&self) {
+        self.trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        self.trip();
+        let s = self.client.prepare(sql)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// A statement whose cached plan the server refuses (its result type changed under it,
+    /// e.g. a newer node migrated the schema) is prepared again on its next use.
+    fn checked<T>(
+        &mut self,
+        sql: &'static str,
+        r: Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        if let Err(e) = &r
+            && e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
+        {
+            self.statements.remove(sql);
+        }
+        r
+    }
+
+    pub(crate) fn query(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.trip();
+        let r = self.client.query(&s, params);
+        self.checked(sql, r)
+    }
+
+    pub(crate) fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Row, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.trip();
+        let r = self.client.query_one(&s, params);
+        self.checked(sql, r)
+    }
+
+    pub(crate) fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.trip();
+        let r = self.client.query_opt(&s, params);
+        self.checked(sql, r)
+    }
+
+    pub(crate) fn execute(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<u64, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.trip();
+        let r = self.client.execute(&s, params);
+        self.checked(sql, r)
+    }
+
+    /// Statements without parameters, sent as one message: one round trip.
+    fn simple(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, postgres::Error> {
+        self.trip();
+        self.client.simple_query(sql)
+    }
+
+    /// Opens a transaction with `sql` (which starts with `BEGIN` and may go on with more
+    /// statements, answered in the same round trip).
+    pub(crate) fn begin(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, postgres::Error> {
+        self.in_tx = true;
+        self.simple(sql)
+    }
+
+    /// Commits the open transaction.
+    pub(crate) fn commit(&mut self) -> Result<(), postgres::Error> {
+        self.finish("COMMIT")
+    }
+
+    /// Rolls the open transaction back.
+    pub(crate) fn rollback(&mut self) -> Result<(), postgres::Error> {
+        self.finish("ROLLBACK")
+    }
+
+    /// Runs `sql` (parameterless statements ending with `COMMIT` or `ROLLBACK`) in one round
+    /// trip. If a statement fails, the server skips the rest and the transaction stays open
+    /// (aborted): the drop rolls it back.
+    fn finish(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.simple(sql)?;
+        self.in_tx = false;
+        Ok(())
+    }
+}
+
+impl Drop for Db<'_> {
+    fn drop(&mut self) {
+        if self.in_tx && !self.client.is_closed() {
+            self.trip();
+            // Best effort: a connection that fails here is found broken by the next call.
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
+    }
+}
+
+/// `s` as an SQL string literal that means the same whatever `standard_conforming_strings`
+/// says (an `E''` literal). NUL cannot be sent in a query: `Invalid`.
+fn literal(s: &str) -> StoreResult<String> {
+    if s.contains('\0') {
+        return Err(StoreError::Invalid("text contains a NUL byte".into()));
+    }
+    Ok(format!(
+        "E'{}'",
+        s.replace('\\', "\\\\").replace('\'', "''")
+    ))
+}
+
+/// The first value of the first row of a simple query's answer.
+fn first_value(messages: &[SimpleQueryMessage]) -> StoreResult<&str> {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row.get(0)),
+            _ => None,
+        })
+        .flatten()
+        .ok_or_else(|| corrupt("picloud_revision", "no revision row"))
+}
+
+/// Opens a write: the transaction and the revision lock, in one round trip.
+const BEGIN_WRITE: &str = "BEGIN; SELECT revision FROM picloud_revision WHERE singleton FOR UPDATE";
+/// Opens a plain transaction (no revision lock).
+pub(crate) const BEGIN: &str = "BEGIN";
+
 impl PgStore {
     /// Connects to `url`, applies pending migrations and returns the store. Fails with
     /// `Unavailable` if the server cannot be reached now.
@@ -138,7 +350,9 @@ impl PgStore {
         Ok(PgStore {
             timeout: Duration::from_millis(limits.db_connect_timeout_ms),
             config,
-            conn: Mutex::new(Some(client)),
+            conn: Mutex::new(Some(Conn::new(client))),
+            round_trips: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         })
     }
 
@@ -147,107 +361,141 @@ impl PgStore {
         &self.config
     }
 
+    /// Round trips the store's connection has made since the store was opened (not counting
+    /// connection set-up). For tests and bench/, which pin and measure what a call costs.
+    #[doc(hidden)]
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
     /// Terminates the server process behind another connection of this node (the sync
     /// daemon's, to wake it from its blocking wait at shutdown). Best effort.
     pub fn terminate_backend(&self, pid: i32) -> StoreResult<bool> {
-        self.with_client(|c| {
-            let row = c
+        self.with_db(|db| {
+            let row = db
                 .query_one("SELECT pg_terminate_backend($1)", &[&pid])
                 .map_err(pg_err)?;
             row.try_get(0).map_err(pg_err)
         })
     }
 
-    /// Runs `f` on the connection, opening it first if needed. A connection that failed is
-    /// dropped, so the next call reconnects. Also used by the invocation log
-    /// (`super::postgres_logs`), whose writes are small and share this connection.
-    pub(crate) fn with_client<T>(
+    /// Runs `f` on the connection, opening it first if needed. With `begin`, the call opens a
+    /// transaction with it first ([`Db::begin`]) and `f` gets the answer.
+    ///
+    /// A kept connection may have been closed by the server since its last use (restart,
+    /// terminated backend) without the client knowing yet. A call that begins a transaction
+    /// finds out on that first round trip, which has no effect, so it reconnects and begins
+    /// again, once. A call without a transaction checks a connection idle for longer than
+    /// [`IDLE_CHECK_AFTER`] with an empty round trip first (its statement could not be
+    /// repeated blindly). A connection that failed is dropped, so the next call reconnects.
+    pub(crate) fn session<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> StoreResult<T>,
+        begin: Option<&'static str>,
+        f: impl FnOnce(&mut Db<'_>, Vec<SimpleQueryMessage>) -> StoreResult<T>,
     ) -> StoreResult<T> {
         let mut slot = self.conn.lock();
-        // A kept connection may have been closed by the server since its last use (restart,
-        // terminated backend) without the client knowing yet: one empty round trip finds out,
-        // so such a call reconnects instead of failing. Admin traffic is light; the round trip
-        // is cheap next to it.
-        if let Some(client) = slot.as_mut()
-            && (client.is_closed() || client.is_valid(self.timeout).is_err())
-        {
-            *slot = None;
+        if let Some(conn) = slot.as_mut() {
+            let stale = conn.client.is_closed()
+                || (begin.is_none() && conn.last_used.elapsed() >= IDLE_CHECK_AFTER && {
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
+                    conn.client.is_valid(self.timeout).is_err()
+                });
+            if stale {
+                *slot = None;
+            }
         }
-        if slot.is_none() {
-            *slot = Some(connect(&self.config)?);
+        let mut retried = false;
+        loop {
+            let fresh = slot.is_none();
+            if fresh {
+                *slot = Some(Conn::new(connect(&self.config)?));
+            }
+            let Some(conn) = slot.as_mut() else {
+                return Err(StoreError::Internal("no connection".into()));
+            };
+            let mut db = conn.db(&self.round_trips);
+            let started = match begin {
+                Some(sql) => db.begin(sql).map_err(pg_err),
+                None => Ok(Vec::new()),
+            };
+            let result = match started {
+                Ok(answer) => f(&mut db, answer),
+                Err(StoreError::Unavailable(_)) if !fresh && !retried => {
+                    drop(db);
+                    *slot = None;
+                    retried = true;
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            drop(db);
+            let broken =
+                matches!(result, Err(StoreError::Unavailable(_))) || conn.client.is_closed();
+            if broken {
+                *slot = None;
+            } else {
+                conn.last_used = Instant::now();
+            }
+            return result;
         }
-        let Some(client) = slot.as_mut() else {
-            return Err(StoreError::Internal("no connection".into()));
-        };
-        let result = f(client);
-        if matches!(result, Err(StoreError::Unavailable(_))) || client.is_closed() {
-            *slot = None;
-        }
-        result
+    }
+
+    /// Runs `f` on the connection without a transaction: one statement is its own snapshot
+    /// (and, if it writes, its own transaction). Also used by the invocation log and the
+    /// access store, whose calls share this connection.
+    pub(crate) fn with_db<T>(
+        &self,
+        f: impl FnOnce(&mut Db<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.session(None, |db, _| f(db))
     }
 
     /// Runs `change` in one write transaction holding the revision lock (see module docs).
-    /// `change` gets the revision this write will commit as if it changes something.
+    /// `change` gets the revision this write will commit as if it changes something. Round
+    /// trips: the begin with the lock, `change`'s statements, and one for the revision bump,
+    /// the touched app's stamp, the notification and the commit together.
     pub(crate) fn write<T>(
         &self,
-        change: impl FnOnce(&mut Transaction<'_>, i64) -> StoreResult<Outcome<T>>,
+        change: impl FnOnce(&mut Db<'_>, i64) -> StoreResult<Outcome<T>>,
     ) -> StoreResult<(T, u64)> {
-        self.with_client(|client| {
-            let mut tx = client.transaction().map_err(pg_err)?;
-            let current: i64 = tx
-                .query_one(
-                    "SELECT revision FROM picloud_revision WHERE singleton FOR UPDATE",
-                    &[],
-                )
-                .and_then(|r| r.try_get(0))
-                .map_err(pg_err)?;
+        self.session(Some(BEGIN_WRITE), |db, answer| {
+            let current: i64 = first_value(&answer)?
+                .parse()
+                .map_err(|e| corrupt("picloud_revision", e))?;
             let next = current
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Internal("revision counter overflow".into()))?;
-            // On `Err`, dropping `tx` rolls back.
-            match change(&mut tx, next)? {
+            // On `Err`, dropping `db` rolls back.
+            match change(db, next)? {
                 Outcome::Changed { value, app } => {
-                    tx.execute(
-                        "UPDATE picloud_revision SET revision = $1 WHERE singleton",
-                        &[&next],
-                    )
-                    .map_err(pg_err)?;
                     let payload = serde_json::json!({"revision": next, "app": app}).to_string();
-                    tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload])
-                        .map_err(pg_err)?;
-                    tx.commit().map_err(pg_err)?;
+                    let touch = match &app {
+                        Some(app) => format!(
+                            "UPDATE apps SET revision = {next} WHERE name = {};",
+                            literal(app)?
+                        ),
+                        None => String::new(),
+                    };
+                    db.finish(&format!(
+                        "UPDATE picloud_revision SET revision = {next} WHERE singleton; {touch} \
+                         SELECT pg_notify('{NOTIFY_CHANNEL}', {}); COMMIT",
+                        literal(&payload)?
+                    ))
+                    .map_err(pg_err)?;
+                    self.written.fetch_max(to_u64(next), Ordering::Relaxed);
                     Ok((value, to_u64(next)))
                 }
                 Outcome::Unchanged(value) => {
-                    tx.rollback().map_err(pg_err)?;
+                    db.rollback().map_err(pg_err)?;
                     Ok((value, to_u64(current)))
                 }
             }
         })
     }
-
-    /// Runs `read` in one repeatable-read, read-only transaction: one revision throughout.
-    pub(crate) fn read<T>(
-        &self,
-        read: impl FnOnce(&mut Transaction<'_>) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        self.with_client(|client| {
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .map_err(pg_err)?;
-            let value = read(&mut tx)?;
-            tx.commit().map_err(pg_err)?;
-            Ok(value)
-        })
-    }
 }
 
-/// What a write closure did. `Changed` names the app it touched (for the notification), if any.
+/// What a write closure did. `Changed` names the app it touched (for the notification and the
+/// app's revision stamp), if any.
 pub(crate) enum Outcome<T> {
     Changed { value: T, app: Option<String> },
     Unchanged(T),
@@ -274,14 +522,10 @@ pub(crate) fn to_i64(v: u64) -> StoreResult<i64> {
     i64::try_from(v).map_err(|_| StoreError::Invalid(format!("{v} is out of range")))
 }
 
-fn read_revision(tx: &mut Transaction<'_>) -> StoreResult<u64> {
-    let row = tx
-        .query_one("SELECT revision FROM picloud_revision WHERE singleton", &[])
-        .map_err(pg_err)?;
-    Ok(to_u64(col(&row, 0)?))
+/// `usize` as `bigint`, clamped.
+fn big(v: usize) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
-
-const APP_COLUMNS: &str = "name, config::text, created_at_ms, updated_at_ms";
 
 fn app_from_row(row: &Row) -> StoreResult<AppInfo> {
     let name: String = col(row, 0)?;
@@ -296,18 +540,8 @@ fn app_from_row(row: &Row) -> StoreResult<AppInfo> {
     })
 }
 
-fn read_app(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Option<AppInfo>> {
-    tx.query_opt(
-        &format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1"),
-        &[&app],
-    )
-    .map_err(pg_err)?
-    .map(|r| app_from_row(&r))
-    .transpose()
-}
-
-fn require_app(tx: &mut Transaction<'_>, app: &str) -> StoreResult<()> {
-    let found = tx
+fn require_app(db: &mut Db<'_>, app: &str) -> StoreResult<()> {
+    let found = db
         .query_opt("SELECT 1 FROM apps WHERE name = $1", &[&app])
         .map_err(pg_err)?;
     match found {
@@ -316,18 +550,22 @@ fn require_app(tx: &mut Transaction<'_>, app: &str) -> StoreResult<()> {
     }
 }
 
-/// Marks `app` as changed at revision `next`, for [`Store::changes_since`].
-fn touch_app(tx: &mut Transaction<'_>, app: &str, next: i64) -> StoreResult<()> {
-    tx.execute(
-        "UPDATE apps SET revision = $2 WHERE name = $1",
-        &[&app, &next],
-    )
-    .map_err(pg_err)?;
-    Ok(())
+/// Runs `sql`, whose rows belong to `app`. No rows may mean no app: only then one more
+/// statement tells `NotFound` from empty (the common answer costs one round trip).
+fn app_rows(
+    db: &mut Db<'_>,
+    app: &str,
+    sql: &'static str,
+    params: Params<'_>,
+) -> StoreResult<Vec<Row>> {
+    let rows = db.query(sql, params).map_err(pg_err)?;
+    if rows.is_empty() {
+        require_app(db, app)?;
+    }
+    Ok(rows)
 }
 
-const SCRIPT_COLUMNS: &str = "name, kind, version, hash, updated_at_ms";
-
+/// Script info from `name, kind, version, hash, updated_at_ms, imports` (imports a text array).
 fn script_from_row(row: &Row) -> StoreResult<ScriptInfo> {
     let name: String = col(row, 0)?;
     let kind: &str = col(row, 1)?;
@@ -339,509 +577,433 @@ fn script_from_row(row: &Row) -> StoreResult<ScriptInfo> {
         version: to_u64(col(row, 2)?),
         hash: col(row, 3)?,
         updated_at_ms: to_u64(col(row, 4)?),
-        imports: Vec::new(),
+        imports: col(row, 5)?,
     })
 }
 
-/// Every import of `app`'s scripts: script → modules, sorted.
-fn read_app_imports(
-    tx: &mut Transaction<'_>,
-    app: &str,
-) -> StoreResult<BTreeMap<String, Vec<String>>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for row in tx
-        .query(
-            "SELECT script, module FROM script_imports WHERE app = $1 ORDER BY script, module",
-            &[&app],
-        )
-        .map_err(pg_err)?
-    {
-        out.entry(col(&row, 0)?).or_default().push(col(&row, 1)?);
-    }
-    Ok(out)
-}
-
-/// The current version of each of `app`'s scripts with its imports, sorted by name.
-fn list_app_scripts(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<ScriptInfo>> {
-    let mut imports = read_app_imports(tx, app)?;
-    tx.query(
-        &format!("SELECT {SCRIPT_COLUMNS} FROM scripts WHERE app = $1 ORDER BY name"),
-        &[&app],
-    )
-    .map_err(pg_err)?
-    .iter()
-    .map(|r| {
-        let mut info = script_from_row(r)?;
-        info.imports = imports.remove(&info.name).unwrap_or_default();
-        Ok(info)
-    })
-    .collect()
-}
-
-fn read_script(tx: &mut Transaction<'_>, app: &str, name: &str) -> StoreResult<Option<ScriptInfo>> {
-    let Some(row) = tx
-        .query_opt(
-            &format!("SELECT {SCRIPT_COLUMNS} FROM scripts WHERE app = $1 AND name = $2"),
-            &[&app, &name],
-        )
-        .map_err(pg_err)?
-    else {
-        return Ok(None);
-    };
-    let mut info = script_from_row(&row)?;
-    info.imports = read_script_imports(tx, app, name)?;
-    Ok(Some(info))
-}
-
-fn read_script_imports(
-    tx: &mut Transaction<'_>,
-    app: &str,
-    name: &str,
-) -> StoreResult<Vec<String>> {
-    tx.query(
-        "SELECT module FROM script_imports WHERE app = $1 AND script = $2 ORDER BY module",
-        &[&app, &name],
-    )
-    .map_err(pg_err)?
-    .iter()
-    .map(|r| col(r, 0))
-    .collect()
+fn parse_method(method: &str) -> StoreResult<Method> {
+    Method::parse(method).ok_or_else(|| corrupt("route", format!("method {method:?}")))
 }
 
 fn route_from_row(row: &Row) -> StoreResult<Route> {
-    let method: &str = col(row, 0)?;
-    let method =
-        Method::parse(method).ok_or_else(|| corrupt("route", format!("method {method:?}")))?;
     Ok(Route {
-        method,
+        method: parse_method(col(row, 0)?)?,
         path: col(row, 1)?,
         script: col(row, 2)?,
     })
 }
 
-/// Runs `sql` (one row per child of an app, the app's name first, `$1` the revision bound)
-/// and hands each row of a loaded app to `add` with that app's index.
-fn each_changed(
-    tx: &mut Transaction<'_>,
-    sql: &str,
-    since: i64,
-    index: &HashMap<String, usize>,
-    mut add: impl FnMut(usize, &Row) -> StoreResult<()>,
-) -> StoreResult<()> {
-    for row in &tx.query(sql, &[&since]).map_err(pg_err)? {
-        let app: &str = col(row, 0)?;
-        if let Some(&i) = index.get(app) {
-            add(i, row)?;
-        }
-    }
-    Ok(())
+/// Everything the data plane needs of some apps, as one statement (so one snapshot and one
+/// round trip): the apps changed after `$1` (`-1`: all; if `$1` is ahead of the store's
+/// revision — a store restored from an older backup — all as well), only the app named `$2`
+/// unless it is NULL, with script sources only if `$3`, and every app's name if `$4`. Rows
+/// are tagged by kind (`t`: 0 revision, 1 app, 2 script, 3 import, 4 route, 5 variable,
+/// 6 schedule, 7 trigger, 8 name) in shared columns, sorted so that each kind's rows come in
+/// the store's order (names bytewise, tables by position).
+const LOAD_SQL: &str = r#"
+SELECT * FROM (
+    WITH rev AS (SELECT revision FROM picloud_revision WHERE singleton),
+    sel AS (
+        SELECT name, config, created_at_ms, updated_at_ms FROM apps
+         WHERE ($2::text IS NULL OR name = $2::text)
+           AND revision > CASE WHEN $1::bigint > (SELECT revision FROM rev) THEN -1
+                               ELSE $1::bigint END
+    )
+    SELECT 0 AS t, NULL::text AS app, 0 AS pos, NULL::text AS s1, NULL::text AS s2,
+           NULL::text AS s3, NULL::text AS s4, revision AS n1, NULL::bigint AS n2
+      FROM rev
+    UNION ALL
+    SELECT 1, name, 0, config::text, NULL, NULL, NULL, created_at_ms, updated_at_ms FROM sel
+    UNION ALL
+    SELECT 2, s.app, 0, s.name, s.kind, s.hash, src.source, s.version, s.updated_at_ms
+      FROM scripts s JOIN sel ON sel.name = s.app
+      LEFT JOIN LATERAL (
+          SELECT v.source FROM script_versions v
+           WHERE $3::bool AND v.app = s.app AND v.name = s.name AND v.version = s.version
+      ) AS src ON true
+    UNION ALL
+    SELECT 3, i.app, 0, i.script, i.module, NULL, NULL, NULL, NULL
+      FROM script_imports i JOIN sel ON sel.name = i.app
+    UNION ALL
+    SELECT 4, r.app, r.position, r.method, r.path, r.script, NULL, NULL, NULL
+      FROM routes r JOIN sel ON sel.name = r.app
+    UNION ALL
+    SELECT 5, e.app, 0, e.name, e.value, NULL, NULL, NULL, NULL
+      FROM app_env e JOIN sel ON sel.name = e.app
+    UNION ALL
+    SELECT 6, c.app, c.position, c.name, c.cron, c.script, NULL, NULL, NULL
+      FROM schedules c JOIN sel ON sel.name = c.app
+    UNION ALL
+    SELECT 7, g.app, g.position, g.event, g.script, NULL, NULL, NULL, NULL
+      FROM triggers g JOIN sel ON sel.name = g.app
+    UNION ALL
+    SELECT 8, name, 0, NULL, NULL, NULL, NULL, NULL, NULL FROM apps WHERE $4::bool
+) AS loaded
+ORDER BY t, app COLLATE "C", pos, s1 COLLATE "C", s2 COLLATE "C""#;
+
+/// What [`load`] read.
+struct Loaded {
+    revision: u64,
+    apps: Vec<SnapshotApp>,
+    names: Vec<String>,
 }
 
-/// Apps with everything the data plane needs: all of them, or those changed after `since`.
-/// Three queries in the caller's (repeatable-read) transaction.
-fn load_apps(tx: &mut Transaction<'_>, since: Option<i64>) -> StoreResult<Vec<SnapshotApp>> {
-    let since = since.unwrap_or(-1);
-    let rows = tx
-        .query(
-            &format!("SELECT {APP_COLUMNS} FROM apps WHERE revision > $1 ORDER BY name"),
-            &[&since],
-        )
+/// Runs [`LOAD_SQL`]. Without `sources`, scripts come with an empty source.
+fn load(
+    db: &mut Db<'_>,
+    since: i64,
+    app: Option<&str>,
+    sources: bool,
+    names: bool,
+) -> StoreResult<Loaded> {
+    let rows = db
+        .query(LOAD_SQL, &[&since, &app, &sources, &names])
         .map_err(pg_err)?;
-    let mut apps = Vec::with_capacity(rows.len());
-    let mut index = HashMap::with_capacity(rows.len());
+    let mut out = Loaded {
+        revision: 0,
+        apps: Vec::new(),
+        names: Vec::new(),
+    };
+    let mut index: HashMap<String, usize> = HashMap::new();
     for row in &rows {
-        let app = app_from_row(row)?;
-        index.insert(app.name.clone(), apps.len());
-        apps.push(SnapshotApp {
-            app,
-            scripts: Vec::new(),
-            routes: Vec::new(),
-            env: Vec::new(),
-            schedules: Vec::new(),
-            triggers: Vec::new(),
-        });
-    }
-    if apps.is_empty() {
-        return Ok(apps);
-    }
-    let scripts = tx
-        .query(
-            "SELECT s.name, s.kind, s.version, s.hash, s.updated_at_ms, v.source, s.app
-               FROM scripts s
-               JOIN script_versions v USING (app, name, version)
-               JOIN apps a ON a.name = s.app
-              WHERE a.revision > $1
-              ORDER BY s.app, s.name",
-            &[&since],
-        )
-        .map_err(pg_err)?;
-    let imports = tx
-        .query(
-            "SELECT i.app, i.script, i.module
-               FROM script_imports i JOIN apps a ON a.name = i.app
-              WHERE a.revision > $1
-              ORDER BY i.app, i.script, i.module",
-            &[&since],
-        )
-        .map_err(pg_err)?;
-    let mut imports_of: HashMap<(String, String), Vec<String>> = HashMap::new();
-    for row in &imports {
-        imports_of
-            .entry((col(row, 0)?, col(row, 1)?))
-            .or_default()
-            .push(col(row, 2)?);
-    }
-    for row in &scripts {
-        let app: &str = col(row, 6)?;
-        let Some(&i) = index.get(app) else { continue };
-        let mut info = script_from_row(row)?;
-        info.imports = imports_of
-            .remove(&(app.to_string(), info.name.clone()))
-            .unwrap_or_default();
-        apps[i].scripts.push(Script {
-            info,
-            source: col(row, 5)?,
-        });
-    }
-    each_changed(
-        tx,
-        "SELECT r.app, r.method, r.path, r.script FROM routes r JOIN apps a ON a.name = r.app
-          WHERE a.revision > $1 ORDER BY r.app, r.position",
-        since,
-        &index,
-        |i, row| {
-            let method: &str = col(row, 1)?;
-            let method = Method::parse(method)
-                .ok_or_else(|| corrupt("route", format!("method {method:?}")))?;
-            apps[i].routes.push(Route {
-                method,
-                path: col(row, 2)?,
-                script: col(row, 3)?,
+        let t: i32 = col(row, 0)?;
+        if t == 0 {
+            out.revision = to_u64(col(row, 7)?);
+            continue;
+        }
+        let app: String = col(row, 1)?;
+        if t == 1 {
+            index.insert(app.clone(), out.apps.len());
+            out.apps.push(SnapshotApp {
+                app: AppInfo {
+                    config: serde_json::from_str(col::<&str>(row, 3)?)
+                        .map_err(|e| corrupt(&format!("app {app:?}"), e))?,
+                    created_at_ms: to_u64(col(row, 7)?),
+                    updated_at_ms: to_u64(col(row, 8)?),
+                    name: app,
+                },
+                scripts: Vec::new(),
+                routes: Vec::new(),
+                env: Vec::new(),
+                schedules: Vec::new(),
+                triggers: Vec::new(),
             });
-            Ok(())
-        },
-    )?;
-    each_changed(
-        tx,
-        "SELECT e.app, e.name, e.value FROM app_env e JOIN apps a ON a.name = e.app
-          WHERE a.revision > $1 ORDER BY e.app, e.name",
-        since,
-        &index,
-        |i, row| {
-            apps[i].env.push((col(row, 1)?, col(row, 2)?));
-            Ok(())
-        },
-    )?;
-    each_changed(
-        tx,
-        "SELECT s.app, s.name, s.cron, s.script FROM schedules s JOIN apps a ON a.name = s.app
-          WHERE a.revision > $1 ORDER BY s.app, s.position",
-        since,
-        &index,
-        |i, row| {
-            apps[i].schedules.push(Schedule {
-                name: col(row, 1)?,
-                cron: col(row, 2)?,
-                script: col(row, 3)?,
-            });
-            Ok(())
-        },
-    )?;
-    each_changed(
-        tx,
-        "SELECT t.app, t.event, t.script FROM triggers t JOIN apps a ON a.name = t.app
-          WHERE a.revision > $1 ORDER BY t.app, t.position",
-        since,
-        &index,
-        |i, row| {
-            apps[i].triggers.push(Trigger {
-                event: col(row, 1)?,
-                script: col(row, 2)?,
-            });
-            Ok(())
-        },
-    )?;
-    Ok(apps)
+            continue;
+        }
+        if t == 8 {
+            out.names.push(app);
+            continue;
+        }
+        let Some(&i) = index.get(&app) else { continue };
+        let a = &mut out.apps[i];
+        match t {
+            2 => {
+                let name: String = col(row, 3)?;
+                let kind: &str = col(row, 4)?;
+                let kind = ScriptKind::parse(kind).ok_or_else(|| {
+                    corrupt(&format!("script {name:?}"), format!("kind {kind:?}"))
+                })?;
+                a.scripts.push(Script {
+                    info: ScriptInfo {
+                        name,
+                        kind,
+                        version: to_u64(col(row, 7)?),
+                        hash: col(row, 5)?,
+                        updated_at_ms: to_u64(col(row, 8)?),
+                        imports: Vec::new(),
+                    },
+                    source: col::<Option<String>>(row, 6)?.unwrap_or_default(),
+                });
+            }
+            3 => {
+                let script: &str = col(row, 3)?;
+                // Scripts arrived sorted by name (bytewise, as `str` compares).
+                if let Ok(k) = a
+                    .scripts
+                    .binary_search_by(|s| s.info.name.as_str().cmp(script))
+                {
+                    a.scripts[k].info.imports.push(col(row, 4)?);
+                }
+            }
+            4 => a.routes.push(Route {
+                method: parse_method(col(row, 3)?)?,
+                path: col(row, 4)?,
+                script: col(row, 5)?,
+            }),
+            5 => a.env.push((col(row, 3)?, col(row, 4)?)),
+            6 => a.schedules.push(Schedule {
+                name: col(row, 3)?,
+                cron: col(row, 4)?,
+                script: col(row, 5)?,
+            }),
+            7 => a.triggers.push(Trigger {
+                event: col(row, 3)?,
+                script: col(row, 4)?,
+            }),
+            _ => return Err(corrupt("load", format!("row kind {t}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// One app as [`load`] reads it (without sources), or `None`.
+fn load_app(db: &mut Db<'_>, app: &str) -> StoreResult<Option<SnapshotApp>> {
+    Ok(load(db, -1, Some(app), false, false)?.apps.pop())
+}
+
+/// The rules' view of `app` and the app as loaded (`NotFound` if it does not exist).
+fn read_app_state(db: &mut Db<'_>, app: &str) -> StoreResult<(AppState, SnapshotApp)> {
+    let Some(loaded) = load_app(db, app)? else {
+        return Err(app_not_found(app));
+    };
+    let infos: Vec<ScriptInfo> = loaded.scripts.iter().map(|s| s.info.clone()).collect();
+    let mut state = app_state(&infos, &loaded.routes);
+    state.runners = runners(&loaded.schedules, &loaded.triggers);
+    Ok((state, loaded))
 }
 
 // --- write helpers, shared by the single-object writes and `deploy` --------------------------
 
-fn read_routes(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<Route>> {
-    tx.query(
-        "SELECT method, path, script FROM routes WHERE app = $1 ORDER BY position",
-        &[&app],
-    )
-    .map_err(pg_err)?
-    .iter()
-    .map(route_from_row)
-    .collect()
-}
-
-/// The rules' view of `app` (`NotFound` if it does not exist).
-fn read_app_state(tx: &mut Transaction<'_>, app: &str) -> StoreResult<AppState> {
-    require_app(tx, app)?;
-    let scripts = list_app_scripts(tx, app)?;
-    let routes = read_routes(tx, app)?;
-    let mut state = app_state(&scripts, &routes);
-    state.runners = runners(&read_schedules(tx, app)?, &read_triggers(tx, app)?);
-    Ok(state)
-}
-
-fn read_schedules(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<Schedule>> {
-    tx.query(
-        "SELECT name, cron, script FROM schedules WHERE app = $1 ORDER BY position",
-        &[&app],
-    )
-    .map_err(pg_err)?
-    .iter()
-    .map(|r| {
-        Ok(Schedule {
-            name: col(r, 0)?,
-            cron: col(r, 1)?,
-            script: col(r, 2)?,
-        })
-    })
-    .collect()
-}
-
-fn read_triggers(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<Trigger>> {
-    tx.query(
-        "SELECT event, script FROM triggers WHERE app = $1 ORDER BY position",
-        &[&app],
-    )
-    .map_err(pg_err)?
-    .iter()
-    .map(|r| {
-        Ok(Trigger {
-            event: col(r, 0)?,
-            script: col(r, 1)?,
-        })
-    })
-    .collect()
-}
-
-fn read_env(tx: &mut Transaction<'_>, app: &str) -> StoreResult<Vec<(String, String)>> {
-    tx.query(
-        "SELECT name, value FROM app_env WHERE app = $1 ORDER BY name",
-        &[&app],
-    )
-    .map_err(pg_err)?
-    .iter()
-    .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
-    .collect()
-}
-
-fn write_schedules(tx: &mut Transaction<'_>, app: &str, schedules: &[Schedule]) -> StoreResult<()> {
-    tx.execute("DELETE FROM schedules WHERE app = $1", &[&app])
-        .map_err(pg_err)?;
-    for (position, s) in schedules.iter().enumerate() {
-        let position = i32::try_from(position)
-            .map_err(|_| StoreError::Invalid("too many schedules".into()))?;
-        tx.execute(
-            "INSERT INTO schedules (app, position, name, cron, script) VALUES ($1, $2, $3, $4, $5)",
-            &[&app, &position, &s.name, &s.cron, &s.script],
-        )
-        .map_err(pg_err)?;
-    }
-    Ok(())
-}
-
-fn write_triggers(tx: &mut Transaction<'_>, app: &str, triggers: &[Trigger]) -> StoreResult<()> {
-    tx.execute("DELETE FROM triggers WHERE app = $1", &[&app])
-        .map_err(pg_err)?;
-    for (position, t) in triggers.iter().enumerate() {
-        let position =
-            i32::try_from(position).map_err(|_| StoreError::Invalid("too many triggers".into()))?;
-        tx.execute(
-            "INSERT INTO triggers (app, position, event, script) VALUES ($1, $2, $3, $4)",
-            &[&app, &position, &t.event, &t.script],
-        )
-        .map_err(pg_err)?;
-    }
-    Ok(())
-}
-
-fn write_env(tx: &mut Transaction<'_>, app: &str, name: &str, value: &str) -> StoreResult<bool> {
-    let row = tx
-        .query_one(
-            "INSERT INTO app_env (app, name, value) VALUES ($1, $2, $3)
-             ON CONFLICT (app, name) DO UPDATE SET value = EXCLUDED.value
-             RETURNING (xmax = 0)",
-            &[&app, &name, &value],
-        )
-        .map_err(pg_err)?;
-    col(&row, 0)
-}
+/// Creates or replaces an app's configuration and host claims, stamped with revision `$4`,
+/// in one statement. A host another app claims is left to it (`DO NOTHING`) and named in the
+/// answer, from the statement's snapshot, so the caller refuses and rolls back.
+const WRITE_APP_SQL: &str = "
+WITH up AS (
+    INSERT INTO apps AS a (name, config, created_at_ms, updated_at_ms, revision)
+    VALUES ($1, ($2::text)::jsonb, $3, $3, $4)
+    ON CONFLICT (name) DO UPDATE
+       SET config = EXCLUDED.config,
+           updated_at_ms = GREATEST(EXCLUDED.updated_at_ms, a.created_at_ms),
+           revision = EXCLUDED.revision
+    RETURNING a.created_at_ms, a.updated_at_ms, (xmax = 0) AS created
+), dropped AS (
+    DELETE FROM app_hosts WHERE app = $1 AND host <> ALL ($5::text[])
+), added AS (
+    INSERT INTO app_hosts (host, app) SELECT h, $1::text FROM unnest($5::text[]) AS h
+    ON CONFLICT (host) DO NOTHING
+)
+SELECT up.created_at_ms, up.updated_at_ms, up.created, taken.host, taken.app
+  FROM up LEFT JOIN LATERAL (
+      SELECT host, app FROM app_hosts
+       WHERE host = ANY ($5::text[]) AND app <> $1::text ORDER BY host LIMIT 1
+  ) AS taken ON true";
 
 /// Creates or replaces `app`'s configuration and host claims, stamped with revision `next`.
 /// `Conflict` if another app claims one of its hosts.
 fn write_app(
-    tx: &mut Transaction<'_>,
+    db: &mut Db<'_>,
     app: &str,
     config: &AppConfig,
     next: i64,
 ) -> StoreResult<(AppInfo, bool)> {
-    let taken = tx
-        .query_opt(
-            "SELECT host, app FROM app_hosts WHERE host = ANY($1) AND app <> $2 LIMIT 1",
-            &[&config.hosts, &app],
-        )
+    let json = serde_json::to_string(config)
+        .map_err(|e| StoreError::Internal(format!("encoding app {app:?}: {e}")))?;
+    let now = to_i64(picloud_core::now_ms())?;
+    let row = db
+        .query_one(WRITE_APP_SQL, &[&app, &json, &now, &next, &config.hosts])
         .map_err(pg_err)?;
-    if let Some(row) = taken {
-        let host: &str = col(&row, 0)?;
-        let owner: &str = col(&row, 1)?;
+    if let Some(host) = col::<Option<&str>>(&row, 3)? {
+        let owner: &str = col(&row, 4)?;
         return Err(StoreError::Conflict(format!(
             "host {host:?} is already claimed by app {owner:?}"
         )));
     }
-    let old = read_app(tx, app)?;
-    let now = picloud_core::now_ms();
     let info = AppInfo {
         name: app.to_string(),
         config: config.clone(),
-        created_at_ms: old.as_ref().map_or(now, |o| o.created_at_ms),
-        updated_at_ms: old.as_ref().map_or(now, |o| now.max(o.created_at_ms)),
+        created_at_ms: to_u64(col(&row, 0)?),
+        updated_at_ms: to_u64(col(&row, 1)?),
     };
-    let json = serde_json::to_string(&info.config)
-        .map_err(|e| StoreError::Internal(format!("encoding app {app:?}: {e}")))?;
-    tx.execute(
-        "INSERT INTO apps (name, config, created_at_ms, updated_at_ms, revision)
-         VALUES ($1, ($2::text)::jsonb, $3, $4, $5)
-         ON CONFLICT (name) DO UPDATE
-            SET config = EXCLUDED.config,
-                updated_at_ms = EXCLUDED.updated_at_ms,
-                revision = EXCLUDED.revision",
-        &[
-            &app,
-            &json,
-            &to_i64(info.created_at_ms)?,
-            &to_i64(info.updated_at_ms)?,
-            &next,
-        ],
-    )
-    .map_err(pg_err)?;
-    tx.execute("DELETE FROM app_hosts WHERE app = $1", &[&app])
-        .map_err(pg_err)?;
-    for host in &config.hosts {
-        tx.execute(
-            "INSERT INTO app_hosts (host, app) VALUES ($1, $2)",
-            &[host, &app],
-        )
-        .map_err(pg_err)?;
+    Ok((info, col(&row, 2)?))
+}
+
+/// Saves the next version of each script in `$2…$6` (name, kind, hash, source, versions
+/// kept) with its imports (`$8`/`$9`: script/module pairs), in one statement: the upsert bumps
+/// each version (a new script starts at 1), the new versions go into the history and the
+/// oldest beyond the bound out of it, and each script's import rows become exactly its pairs
+/// (stale ones deleted, new ones added; the two sets are disjoint). Answers (name, version).
+/// The foreign keys to the new script rows are checked at the end of the statement, those to
+/// imported modules at commit.
+const WRITE_SCRIPTS_SQL: &str = r#"
+WITH input AS (
+    SELECT i.name COLLATE "C" AS name, i.kind, i.hash, i.source, i.keep
+      FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+           AS i (name, kind, hash, source, keep)
+), up AS (
+    INSERT INTO scripts AS s (app, name, kind, version, hash, updated_at_ms)
+    SELECT $1::text, name, kind, 1, hash, $7::bigint FROM input
+    ON CONFLICT (app, name) DO UPDATE
+       SET kind = EXCLUDED.kind, version = s.version + 1,
+           hash = EXCLUDED.hash, updated_at_ms = EXCLUDED.updated_at_ms
+    RETURNING s.name, s.version
+), versions AS (
+    INSERT INTO script_versions (app, name, version, hash, source, created_at_ms)
+    SELECT $1::text, i.name, up.version, i.hash, i.source, $7::bigint
+      FROM up JOIN input i ON i.name = up.name
+), trimmed AS (
+    DELETE FROM script_versions v USING up JOIN input i ON i.name = up.name
+     WHERE v.app = $1::text AND v.name = up.name AND v.version <= up.version - i.keep
+), imports AS (
+    SELECT m.script COLLATE "C" AS script, m.module COLLATE "C" AS module
+      FROM unnest($8::text[], $9::text[]) AS m (script, module)
+), dropped AS (
+    DELETE FROM script_imports d
+     WHERE d.app = $1::text AND d.script IN (SELECT name FROM input)
+       AND NOT EXISTS (SELECT 1 FROM imports m WHERE m.script = d.script AND m.module = d.module)
+), added AS (
+    INSERT INTO script_imports (app, script, module)
+    SELECT $1::text, script, module FROM imports
+    ON CONFLICT DO NOTHING
+)
+SELECT name, version FROM up"#;
+
+/// Saves the next version of each of `scripts` with its imports ([`WRITE_SCRIPTS_SQL`]): one
+/// round trip whatever their number. Answers each script's info and whether it was created, in
+/// the order given.
+fn write_scripts(
+    db: &mut Db<'_>,
+    app: &str,
+    scripts: &[(&str, &ScriptWrite)],
+) -> StoreResult<Vec<(ScriptInfo, bool)>> {
+    if scripts.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok((info, old.is_none()))
-}
-
-/// Saves the next version of a script with its imports, dropping history beyond
-/// `versions_max`. Every module it imports must already be stored (foreign key).
-fn write_script(
-    tx: &mut Transaction<'_>,
-    app: &str,
-    name: &str,
-    script: &ScriptWrite,
-) -> StoreResult<(ScriptInfo, bool)> {
-    let written = write_script_row(tx, app, name, script)?;
-    write_script_imports(tx, app, name, &script.imports)?;
-    Ok(written)
-}
-
-/// The script row and its new version (not its imports).
-fn write_script_row(
-    tx: &mut Transaction<'_>,
-    app: &str,
-    name: &str,
-    script: &ScriptWrite,
-) -> StoreResult<(ScriptInfo, bool)> {
-    let old: Option<i64> = tx
-        .query_opt(
-            "SELECT version FROM scripts WHERE app = $1 AND name = $2",
-            &[&app, &name],
-        )
-        .map_err(pg_err)?
-        .map(|r| col(&r, 0))
-        .transpose()?;
-    let version = match old {
-        None => 1,
-        Some(v) => v.checked_add(1).ok_or_else(|| {
-            StoreError::Internal(format!("version counter overflow for {name:?}"))
-        })?,
-    };
-    let hash = picloud_core::content_hash(&script.source);
     let now = picloud_core::now_ms();
-    let now_db = to_i64(now)?;
-    tx.execute(
-        "INSERT INTO scripts (app, name, kind, version, hash, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (app, name) DO UPDATE
-            SET kind = EXCLUDED.kind, version = EXCLUDED.version,
-                hash = EXCLUDED.hash, updated_at_ms = EXCLUDED.updated_at_ms",
-        &[&app, &name, &script.kind.as_str(), &version, &hash, &now_db],
-    )
-    .map_err(pg_err)?;
-    tx.execute(
-        "INSERT INTO script_versions (app, name, version, hash, source, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&app, &name, &version, &hash, &script.source, &now_db],
-    )
-    .map_err(pg_err)?;
-    let keep = i64::try_from(script.versions_max.max(1)).unwrap_or(i64::MAX);
-    tx.execute(
-        "DELETE FROM script_versions WHERE app = $1 AND name = $2 AND version <= $3",
-        &[&app, &name, &(version - keep)],
-    )
-    .map_err(pg_err)?;
-    let info = ScriptInfo {
-        name: name.to_string(),
-        kind: script.kind,
-        version: to_u64(version),
-        hash,
-        updated_at_ms: now,
-        imports: script.imports.clone(),
-    };
-    Ok((info, old.is_none()))
-}
-
-/// Replaces the imports recorded for a script.
-fn write_script_imports(
-    tx: &mut Transaction<'_>,
-    app: &str,
-    name: &str,
-    imports: &[String],
-) -> StoreResult<()> {
-    tx.execute(
-        "DELETE FROM script_imports WHERE app = $1 AND script = $2",
-        &[&app, &name],
-    )
-    .map_err(pg_err)?;
-    for module in imports {
-        tx.execute(
-            "INSERT INTO script_imports (app, script, module) VALUES ($1, $2, $3)",
-            &[&app, &name, module],
-        )
-        .map_err(pg_err)?;
+    let hashes: Vec<String> = scripts
+        .iter()
+        .map(|(_, s)| picloud_core::content_hash(&s.source))
+        .collect();
+    let names: Vec<&str> = scripts.iter().map(|(n, _)| *n).collect();
+    let kinds: Vec<&str> = scripts.iter().map(|(_, s)| s.kind.as_str()).collect();
+    let sources: Vec<&str> = scripts.iter().map(|(_, s)| s.source.as_str()).collect();
+    let keeps: Vec<i64> = scripts
+        .iter()
+        .map(|(_, s)| big(s.versions_max.max(1)))
+        .collect();
+    let (mut importers, mut modules) = (Vec::new(), Vec::new());
+    for (name, s) in scripts {
+        for m in &s.imports {
+            importers.push(*name);
+            modules.push(m.as_str());
+        }
     }
-    Ok(())
-}
-
-/// Inserts `routes` in order (the caller deleted the old table).
-fn insert_routes(tx: &mut Transaction<'_>, app: &str, routes: &[Route]) -> StoreResult<()> {
-    for (position, route) in routes.iter().enumerate() {
-        let position =
-            i32::try_from(position).map_err(|_| StoreError::Invalid("too many routes".into()))?;
-        tx.execute(
-            "INSERT INTO routes (app, position, method, path, script)
-             VALUES ($1, $2, $3, $4, $5)",
+    let rows = db
+        .query(
+            WRITE_SCRIPTS_SQL,
             &[
                 &app,
-                &position,
-                &route.method.as_str(),
-                &route.path,
-                &route.script,
+                &names,
+                &kinds,
+                &hashes,
+                &sources,
+                &keeps,
+                &to_i64(now)?,
+                &importers,
+                &modules,
             ],
         )
         .map_err(pg_err)?;
+    let mut versions: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        versions.insert(col(row, 0)?, col(row, 1)?);
     }
+    scripts
+        .iter()
+        .zip(hashes)
+        .map(|((name, s), hash)| {
+            let version = *versions
+                .get(*name)
+                .ok_or_else(|| StoreError::Internal(format!("script {name:?} was not written")))?;
+            let info = ScriptInfo {
+                name: name.to_string(),
+                kind: s.kind,
+                version: to_u64(version),
+                hash,
+                updated_at_ms: now,
+                imports: s.imports.clone(),
+            };
+            // A script's first version is 1 (a deleted script's history went with it).
+            Ok((info, version == 1))
+        })
+        .collect()
+}
+
+/// Replaces `app`'s route table with `$2…$4` (method, path, script), in order, in one
+/// statement: the insert waits for the delete (it reads its count), so the old rows are gone
+/// before the new ones take their keys.
+const REPLACE_ROUTES_SQL: &str = "
+WITH gone AS (DELETE FROM routes WHERE app = $1 RETURNING 1)
+INSERT INTO routes (app, position, method, path, script)
+SELECT $1::text, (r.n - 1)::int, r.method, r.path, r.script
+  FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS r (method, path, script, n)
+ WHERE (SELECT count(*) FROM gone) >= 0";
+
+fn replace_routes(db: &mut Db<'_>, app: &str, routes: &[Route]) -> StoreResult<()> {
+    let methods: Vec<&str> = routes.iter().map(|r| r.method.as_str()).collect();
+    let paths: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+    let scripts: Vec<&str> = routes.iter().map(|r| r.script.as_str()).collect();
+    db.execute(REPLACE_ROUTES_SQL, &[&app, &methods, &paths, &scripts])
+        .map_err(pg_err)?;
     Ok(())
+}
+
+/// As [`REPLACE_ROUTES_SQL`], for schedules (name, cron, script).
+const REPLACE_SCHEDULES_SQL: &str = "
+WITH gone AS (DELETE FROM schedules WHERE app = $1 RETURNING 1)
+INSERT INTO schedules (app, position, name, cron, script)
+SELECT $1::text, (s.n - 1)::int, s.name, s.cron, s.script
+  FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS s (name, cron, script, n)
+ WHERE (SELECT count(*) FROM gone) >= 0";
+
+fn write_schedules(db: &mut Db<'_>, app: &str, schedules: &[Schedule]) -> StoreResult<()> {
+    let names: Vec<&str> = schedules.iter().map(|s| s.name.as_str()).collect();
+    let crons: Vec<&str> = schedules.iter().map(|s| s.cron.as_str()).collect();
+    let scripts: Vec<&str> = schedules.iter().map(|s| s.script.as_str()).collect();
+    db.execute(REPLACE_SCHEDULES_SQL, &[&app, &names, &crons, &scripts])
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+/// As [`REPLACE_ROUTES_SQL`], for triggers (event, script).
+const REPLACE_TRIGGERS_SQL: &str = "
+WITH gone AS (DELETE FROM triggers WHERE app = $1 RETURNING 1)
+INSERT INTO triggers (app, position, event, script)
+SELECT $1::text, (t.n - 1)::int, t.event, t.script
+  FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t (event, script, n)
+ WHERE (SELECT count(*) FROM gone) >= 0";
+
+fn write_triggers(db: &mut Db<'_>, app: &str, triggers: &[Trigger]) -> StoreResult<()> {
+    let events: Vec<&str> = triggers.iter().map(|t| t.event.as_str()).collect();
+    let scripts: Vec<&str> = triggers.iter().map(|t| t.script.as_str()).collect();
+    db.execute(REPLACE_TRIGGERS_SQL, &[&app, &events, &scripts])
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Sets variables `$2`/`$3` (names unique) of an existing app; rows answered: one per variable,
+/// none if the app does not exist. `xmax = 0`: the row was inserted.
+const PUT_ENV_SQL: &str = "
+INSERT INTO app_env (app, name, value)
+SELECT a.name, e.name, e.value
+  FROM apps a, unnest($2::text[], $3::text[]) AS e (name, value)
+ WHERE a.name = $1
+ON CONFLICT (app, name) DO UPDATE SET value = EXCLUDED.value
+RETURNING (xmax = 0)";
+
+/// Sets `env` (the last value of a name given twice wins) in one statement. Answers whether the
+/// first variable was created; `NotFound` if the app does not exist.
+fn write_env(db: &mut Db<'_>, app: &str, env: &[(&str, &str)]) -> StoreResult<bool> {
+    let last: BTreeMap<&str, &str> = env.iter().copied().collect();
+    let names: Vec<&str> = last.keys().copied().collect();
+    let values: Vec<&str> = last.values().copied().collect();
+    let rows = db
+        .query(PUT_ENV_SQL, &[&app, &names, &values])
+        .map_err(pg_err)?;
+    match rows.first() {
+        Some(row) => col(row, 0),
+        None if names.is_empty() => Ok(false),
+        None => Err(app_not_found(app)),
+    }
 }
 
 impl Store for PgStore {
@@ -849,47 +1011,49 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn last_written_revision(&self) -> Option<u64> {
+        match self.written.load(Ordering::Relaxed) {
+            0 => None,
+            r => Some(r),
+        }
+    }
+
     fn revision(&self) -> StoreResult<u64> {
-        self.read(read_revision)
+        self.with_db(|db| {
+            let row = db
+                .query_one("SELECT revision FROM picloud_revision WHERE singleton", &[])
+                .map_err(pg_err)?;
+            Ok(to_u64(col(&row, 0)?))
+        })
     }
 
     fn snapshot(&self) -> StoreResult<Snapshot> {
-        self.read(|tx| {
+        self.with_db(|db| {
+            let loaded = load(db, -1, None, true, false)?;
             Ok(Snapshot {
-                revision: read_revision(tx)?,
-                apps: load_apps(tx, None)?,
+                revision: loaded.revision,
+                apps: loaded.apps,
             })
         })
     }
 
     fn changes_since(&self, since: u64) -> StoreResult<Delta> {
-        self.read(|tx| {
-            let revision = read_revision(tx)?;
-            // A store behind the reader (restored from an older backup) reports everything.
-            let since = if since > revision {
-                None
-            } else {
-                Some(to_i64(since)?)
-            };
-            let changed = load_apps(tx, since)?;
-            let app_names = tx
-                .query("SELECT name FROM apps ORDER BY name", &[])
-                .map_err(pg_err)?
-                .iter()
-                .map(|r| col(r, 0))
-                .collect::<StoreResult<Vec<String>>>()?;
+        // A reader ahead of the store (restored from an older backup) gets everything.
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        self.with_db(|db| {
+            let loaded = load(db, since, None, true, true)?;
             Ok(Delta {
-                revision,
-                changed,
-                app_names,
+                revision: loaded.revision,
+                changed: loaded.apps,
+                app_names: loaded.names,
             })
         })
     }
 
     fn list_apps(&self) -> StoreResult<Vec<AppInfo>> {
-        self.read(|tx| {
-            tx.query(
-                &format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name"),
+        self.with_db(|db| {
+            db.query(
+                "SELECT name, config::text, created_at_ms, updated_at_ms FROM apps ORDER BY name",
                 &[],
             )
             .map_err(pg_err)?
@@ -900,12 +1064,20 @@ impl Store for PgStore {
     }
 
     fn get_app(&self, app: &str) -> StoreResult<Option<AppInfo>> {
-        self.read(|tx| read_app(tx, app))
+        self.with_db(|db| {
+            db.query_opt(
+                "SELECT name, config::text, created_at_ms, updated_at_ms FROM apps WHERE name = $1",
+                &[&app],
+            )
+            .map_err(pg_err)?
+            .map(|r| app_from_row(&r))
+            .transpose()
+        })
     }
 
     fn put_app(&self, app: &str, config: &AppConfig) -> StoreResult<Written<AppInfo>> {
         let ((value, created), revision) =
-            self.write(|tx, next| Ok(changed(write_app(tx, app, config, next)?, app)))?;
+            self.write(|db, next| Ok(changed(write_app(db, app, config, next)?, app)))?;
         Ok(Written {
             value,
             created,
@@ -914,9 +1086,9 @@ impl Store for PgStore {
     }
 
     fn delete_app(&self, app: &str) -> StoreResult<bool> {
-        let (deleted, _) = self.write(|tx, _| {
+        let (deleted, _) = self.write(|db, _| {
             // Scripts, history, routes and host claims go with it (ON DELETE CASCADE).
-            let n = tx
+            let n = db
                 .execute("DELETE FROM apps WHERE name = $1", &[&app])
                 .map_err(pg_err)?;
             Ok(if n == 0 {
@@ -934,14 +1106,15 @@ impl Store for PgStore {
         name: &str,
         script: &ScriptWrite,
     ) -> StoreResult<Written<ScriptInfo>> {
-        let ((value, created), revision) = self.write(|tx, next| {
-            let mut state = read_app_state(tx, app)?;
+        let ((value, created), revision) = self.write(|db, _| {
+            let (mut state, _) = read_app_state(db, app)?;
             state
                 .scripts
                 .insert(name.to_string(), (script.kind, script.imports.clone()));
             check_rules(&state, Op::SaveScript(name))?;
-            let written = write_script(tx, app, name, script)?;
-            touch_app(tx, app, next)?;
+            let written = write_scripts(db, app, &[(name, script)])?
+                .pop()
+                .ok_or_else(|| StoreError::Internal(format!("script {name:?} was not written")))?;
             Ok(changed(written, app))
         })?;
         Ok(Written {
@@ -952,13 +1125,13 @@ impl Store for PgStore {
     }
 
     fn dependents(&self, app: &str, name: &str) -> StoreResult<Vec<String>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
-            tx.query(
+        self.with_db(|db| {
+            app_rows(
+                db,
+                app,
                 "SELECT script FROM script_imports WHERE app = $1 AND module = $2 ORDER BY script",
                 &[&app, &name],
-            )
-            .map_err(pg_err)?
+            )?
             .iter()
             .map(|r| col(r, 0))
             .collect()
@@ -966,22 +1139,20 @@ impl Store for PgStore {
     }
 
     fn deploy(&self, app: &str, bundle: &Bundle) -> StoreResult<Deployed> {
-        let (report, revision) = self.write(|tx, next| {
-            let plan = match read_app(tx, app)? {
-                Some(info) => {
-                    let scripts = list_app_scripts(tx, app)?;
-                    let routes = read_routes(tx, app)?;
-                    let schedules = read_schedules(tx, app)?;
-                    let triggers = read_triggers(tx, app)?;
-                    let env = read_env(tx, app)?;
+        let (report, revision) = self.write(|db, next| {
+            let current = load_app(db, app)?;
+            let plan = match &current {
+                Some(c) => {
+                    let scripts: Vec<ScriptInfo> =
+                        c.scripts.iter().map(|s| s.info.clone()).collect();
                     plan_deploy(
                         Some(CurrentApp {
-                            config: &info.config,
+                            config: &c.app.config,
                             scripts: &scripts,
-                            routes: &routes,
-                            schedules: &schedules,
-                            triggers: &triggers,
-                            env: &env,
+                            routes: &c.routes,
+                            schedules: &c.schedules,
+                            triggers: &c.triggers,
+                            env: &c.env,
                         }),
                         bundle,
                     )?
@@ -991,103 +1162,113 @@ impl Store for PgStore {
             if !plan.changes_anything() {
                 return Ok(Outcome::Unchanged(plan.report));
             }
+            // Set-based: a fixed number of statements whatever the bundle's size.
             if let Some(config) = &plan.config {
-                write_app(tx, app, config, next)?;
+                write_app(db, app, config, next)?;
             }
-            // Routes first (they may stop naming a script about to be deleted), then deletes
-            // (before writes: a deleted module may be re-imported by nothing), then writes
-            // ordered so that every module exists before a script importing it is stored.
-            if plan.routes.is_some() {
-                tx.execute("DELETE FROM routes WHERE app = $1", &[&app])
+            // The old routes go first (they may name a script about to be deleted; that
+            // foreign key is checked per statement), the new ones last (they may name a script
+            // about to be created). Imports, schedules and triggers are checked at commit.
+            if plan.routes.is_some() && current.is_some() {
+                db.execute("DELETE FROM routes WHERE app = $1", &[&app])
                     .map_err(pg_err)?;
             }
-            for name in &plan.deletes {
-                tx.execute(
-                    "DELETE FROM script_imports WHERE app = $1 AND script = $2",
-                    &[&app, name],
+            if !plan.deletes.is_empty() {
+                // Their history and their own imports go with them (ON DELETE CASCADE).
+                db.execute(
+                    "DELETE FROM scripts WHERE app = $1 AND name = ANY ($2::text[])",
+                    &[&app, &plan.deletes],
                 )
                 .map_err(pg_err)?;
             }
-            for name in &plan.deletes {
-                tx.execute(
-                    "DELETE FROM scripts WHERE app = $1 AND name = $2",
-                    &[&app, name],
-                )
-                .map_err(pg_err)?;
-            }
-            for (name, script) in &plan.writes {
-                write_script_row(tx, app, name, script)?;
-            }
-            for (name, script) in &plan.writes {
-                write_script_imports(tx, app, name, &script.imports)?;
-            }
+            let writes: Vec<(&str, &ScriptWrite)> =
+                plan.writes.iter().map(|(n, s)| (n.as_str(), s)).collect();
+            write_scripts(db, app, &writes)?;
             if let Some(routes) = &plan.routes {
-                insert_routes(tx, app, routes)?;
+                replace_routes(db, app, routes)?;
             }
             if let Some(schedules) = &plan.schedules {
-                write_schedules(tx, app, schedules)?;
+                write_schedules(db, app, schedules)?;
             }
             if let Some(triggers) = &plan.triggers {
-                write_triggers(tx, app, triggers)?;
+                write_triggers(db, app, triggers)?;
             }
-            for (name, value) in &plan.env {
-                write_env(tx, app, name, value)?;
+            if !plan.env.is_empty() {
+                let env: Vec<(&str, &str)> = plan
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                write_env(db, app, &env)?;
             }
-            touch_app(tx, app, next)?;
             Ok(changed(plan.report, app))
         })?;
         Ok(Deployed { revision, ..report })
     }
 
     fn get_script(&self, app: &str, name: &str) -> StoreResult<Option<Script>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
-            let row = tx
+        self.with_db(|db| {
+            let row = db
                 .query_opt(
-                    "SELECT s.name, s.kind, s.version, s.hash, s.updated_at_ms, v.source
+                    "SELECT s.name, s.kind, s.version, s.hash, s.updated_at_ms,
+                            ARRAY(SELECT module FROM script_imports i
+                                   WHERE i.app = s.app AND i.script = s.name ORDER BY module),
+                            v.source
                        FROM scripts s JOIN script_versions v USING (app, name, version)
                       WHERE s.app = $1 AND s.name = $2",
                     &[&app, &name],
                 )
                 .map_err(pg_err)?;
-            let Some(r) = row else { return Ok(None) };
-            let mut info = script_from_row(&r)?;
-            info.imports = read_script_imports(tx, app, name)?;
+            let Some(r) = row else {
+                require_app(db, app)?;
+                return Ok(None);
+            };
             Ok(Some(Script {
-                info,
-                source: col(&r, 5)?,
+                info: script_from_row(&r)?,
+                source: col(&r, 6)?,
             }))
         })
     }
 
     fn list_scripts(&self, app: &str) -> StoreResult<Vec<ScriptInfo>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
-            list_app_scripts(tx, app)
+        self.with_db(|db| {
+            app_rows(
+                db,
+                app,
+                "SELECT s.name, s.kind, s.version, s.hash, s.updated_at_ms,
+                        ARRAY(SELECT module FROM script_imports i
+                               WHERE i.app = s.app AND i.script = s.name ORDER BY module)
+                   FROM scripts s WHERE s.app = $1 ORDER BY s.name",
+                &[&app],
+            )?
+            .iter()
+            .map(script_from_row)
+            .collect()
         })
     }
 
     fn script_versions(&self, app: &str, name: &str) -> StoreResult<Vec<ScriptVersionInfo>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
-            if read_script(tx, app, name)?.is_none() {
-                return Err(script_not_found(app, name));
-            }
-            tx.query(
+        self.with_db(|db| {
+            // A stored script has at least one version: no rows means no script (or no app).
+            let rows = app_rows(
+                db,
+                app,
                 "SELECT version, hash, created_at_ms FROM script_versions
                   WHERE app = $1 AND name = $2 ORDER BY version",
                 &[&app, &name],
-            )
-            .map_err(pg_err)?
-            .iter()
-            .map(|r| {
-                Ok(ScriptVersionInfo {
-                    version: to_u64(col(r, 0)?),
-                    hash: col(r, 1)?,
-                    created_at_ms: to_u64(col(r, 2)?),
+            )?;
+            if rows.is_empty() {
+                return Err(script_not_found(app, name));
+            }
+            rows.iter()
+                .map(|r| {
+                    Ok(ScriptVersionInfo {
+                        version: to_u64(col(r, 0)?),
+                        hash: col(r, 1)?,
+                        created_at_ms: to_u64(col(r, 2)?),
+                    })
                 })
-            })
-            .collect()
+                .collect()
         })
     }
 
@@ -1097,62 +1278,65 @@ impl Store for PgStore {
         name: &str,
         version: u64,
     ) -> StoreResult<Option<String>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
+        self.with_db(|db| {
             let Ok(version) = i64::try_from(version) else {
+                require_app(db, app)?;
                 return Ok(None);
             };
-            tx.query_opt(
-                "SELECT source FROM script_versions WHERE app = $1 AND name = $2 AND version = $3",
-                &[&app, &name, &version],
-            )
-            .map_err(pg_err)?
-            .map(|r| col(&r, 0))
-            .transpose()
+            let row = db
+                .query_opt(
+                    "SELECT source FROM script_versions
+                      WHERE app = $1 AND name = $2 AND version = $3",
+                    &[&app, &name, &version],
+                )
+                .map_err(pg_err)?;
+            match row {
+                Some(r) => Ok(Some(col(&r, 0)?)),
+                None => {
+                    require_app(db, app)?;
+                    Ok(None)
+                }
+            }
         })
     }
 
     fn delete_script(&self, app: &str, name: &str) -> StoreResult<bool> {
-        let (deleted, _) = self.write(|tx, next| {
-            let mut state = read_app_state(tx, app)?;
+        let (deleted, _) = self.write(|db, _| {
+            let (mut state, _) = read_app_state(db, app)?;
             if state.scripts.remove(name).is_none() {
                 return Ok(Outcome::Unchanged(false));
             }
             check_rules(&state, Op::DeleteScript)?;
             // Its history and its own imports go with it (ON DELETE CASCADE).
-            tx.execute(
+            db.execute(
                 "DELETE FROM scripts WHERE app = $1 AND name = $2",
                 &[&app, &name],
             )
             .map_err(pg_err)?;
-            touch_app(tx, app, next)?;
             Ok(changed(true, app))
         })?;
         Ok(deleted)
     }
 
     fn put_routes(&self, app: &str, routes: &[Route]) -> StoreResult<u64> {
-        let ((), revision) = self.write(|tx, next| {
-            let mut state = read_app_state(tx, app)?;
+        let ((), revision) = self.write(|db, _| {
+            let (mut state, _) = read_app_state(db, app)?;
             state.routes = routes.to_vec();
             check_rules(&state, Op::PutRoutes)?;
-            tx.execute("DELETE FROM routes WHERE app = $1", &[&app])
-                .map_err(pg_err)?;
-            insert_routes(tx, app, routes)?;
-            touch_app(tx, app, next)?;
+            replace_routes(db, app, routes)?;
             Ok(changed((), app))
         })?;
         Ok(revision)
     }
 
     fn get_routes(&self, app: &str) -> StoreResult<Vec<Route>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
-            tx.query(
+        self.with_db(|db| {
+            app_rows(
+                db,
+                app,
                 "SELECT method, path, script FROM routes WHERE app = $1 ORDER BY position",
                 &[&app],
-            )
-            .map_err(pg_err)?
+            )?
             .iter()
             .map(route_from_row)
             .collect()
@@ -1160,75 +1344,100 @@ impl Store for PgStore {
     }
 
     fn put_env(&self, app: &str, name: &str, value: &str) -> StoreResult<bool> {
-        let (created, _) = self.write(|tx, next| {
-            require_app(tx, app)?;
-            let created = write_env(tx, app, name, value)?;
-            touch_app(tx, app, next)?;
-            Ok(changed(created, app))
-        })?;
+        let (created, _) =
+            self.write(|db, _| Ok(changed(write_env(db, app, &[(name, value)])?, app)))?;
         Ok(created)
     }
 
     fn delete_env(&self, app: &str, name: &str) -> StoreResult<bool> {
-        let (deleted, _) = self.write(|tx, next| {
-            require_app(tx, app)?;
-            let n = tx
+        let (deleted, _) = self.write(|db, _| {
+            let n = db
                 .execute(
                     "DELETE FROM app_env WHERE app = $1 AND name = $2",
                     &[&app, &name],
                 )
                 .map_err(pg_err)?;
             if n == 0 {
+                require_app(db, app)?;
                 return Ok(Outcome::Unchanged(false));
             }
-            touch_app(tx, app, next)?;
             Ok(changed(true, app))
         })?;
         Ok(deleted)
     }
 
     fn env_names(&self, app: &str) -> StoreResult<Vec<String>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
-            Ok(read_env(tx, app)?.into_iter().map(|(k, _)| k).collect())
+        self.with_db(|db| {
+            app_rows(
+                db,
+                app,
+                "SELECT name FROM app_env WHERE app = $1 ORDER BY name",
+                &[&app],
+            )?
+            .iter()
+            .map(|r| col(r, 0))
+            .collect()
         })
     }
 
     fn put_schedules(&self, app: &str, schedules: &[Schedule]) -> StoreResult<u64> {
-        let ((), revision) = self.write(|tx, next| {
-            let mut state = read_app_state(tx, app)?;
-            state.runners = runners(schedules, &read_triggers(tx, app)?);
+        let ((), revision) = self.write(|db, _| {
+            let (mut state, current) = read_app_state(db, app)?;
+            state.runners = runners(schedules, &current.triggers);
             check_rules(&state, Op::PutRoutes)?;
-            write_schedules(tx, app, schedules)?;
-            touch_app(tx, app, next)?;
+            write_schedules(db, app, schedules)?;
             Ok(changed((), app))
         })?;
         Ok(revision)
     }
 
     fn get_schedules(&self, app: &str) -> StoreResult<Vec<Schedule>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
-            read_schedules(tx, app)
+        self.with_db(|db| {
+            app_rows(
+                db,
+                app,
+                "SELECT name, cron, script FROM schedules WHERE app = $1 ORDER BY position",
+                &[&app],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Schedule {
+                    name: col(r, 0)?,
+                    cron: col(r, 1)?,
+                    script: col(r, 2)?,
+                })
+            })
+            .collect()
         })
     }
 
     fn put_triggers(&self, app: &str, triggers: &[Trigger]) -> StoreResult<u64> {
-        let ((), revision) = self.write(|tx, next| {
-            let mut state = read_app_state(tx, app)?;
-            state.runners = runners(&read_schedules(tx, app)?, triggers);
+        let ((), revision) = self.write(|db, _| {
+            let (mut state, current) = read_app_state(db, app)?;
+            state.runners = runners(&current.schedules, triggers);
             check_rules(&state, Op::PutRoutes)?;
-            write_triggers(tx, app, triggers)?;
-            touch_app(tx, app, next)?;
+            write_triggers(db, app, triggers)?;
             Ok(changed((), app))
         })?;
         Ok(revision)
     }
 
     fn get_triggers(&self, app: &str) -> StoreResult<Vec<Trigger>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
-            read_triggers(tx, app)
+        self.with_db(|db| {
+            app_rows(
+                db,
+                app,
+                "SELECT event, script FROM triggers WHERE app = $1 ORDER BY position",
+                &[&app],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Trigger {
+                    event: col(r, 0)?,
+                    script: col(r, 1)?,
+                })
+            })
+            .collect()
         })
     }
 
@@ -1236,8 +1445,8 @@ impl Store for PgStore {
         let due = to_i64(due_ms)?;
         // One statement, autocommit: the conditional upsert moves the last run forward for
         // exactly one caller per due time, whichever node it is on. No revision, no NOTIFY.
-        self.with_client(|c| {
-            let n = c
+        self.with_db(|db| {
+            let n = db
                 .execute(
                     "INSERT INTO schedule_runs (app, name, last_run_ms)
                      SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM apps WHERE name = $1)
@@ -1251,13 +1460,13 @@ impl Store for PgStore {
     }
 
     fn schedule_last_runs(&self, app: &str) -> StoreResult<Vec<(String, u64)>> {
-        self.read(|tx| {
-            require_app(tx, app)?;
-            tx.query(
+        self.with_db(|db| {
+            app_rows(
+                db,
+                app,
                 "SELECT name, last_run_ms FROM schedule_runs WHERE app = $1 ORDER BY name",
                 &[&app],
-            )
-            .map_err(pg_err)?
+            )?
             .iter()
             .map(|r| Ok((col(r, 0)?, to_u64(col(r, 1)?))))
             .collect()

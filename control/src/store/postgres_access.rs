@@ -14,9 +14,7 @@ use postgres::Row;
 
 use super::PgStore;
 use super::kv_common::corrupt;
-use super::postgres::{Outcome, col, pg_err, to_i64, to_u64};
-
-const TOKEN_COLUMNS: &str = "name, role, apps::text, hash, created_at_ms, last_used_at_ms";
+use super::postgres::{Db, Outcome, col, pg_err, to_i64, to_u64};
 
 fn token_from_row(r: &Row) -> StoreResult<TokenRecord> {
     let role: String = col(r, 1)?;
@@ -31,19 +29,24 @@ fn token_from_row(r: &Row) -> StoreResult<TokenRecord> {
     })
 }
 
-/// Inserts `token`, with `on_conflict` (an `ON CONFLICT …` clause, or empty) appended: the one
-/// place the column list meets its parameters. Answers the rows written.
-fn insert_token(
-    tx: &mut postgres::Transaction<'_>,
-    token: &TokenRecord,
-    on_conflict: &str,
-) -> StoreResult<u64> {
+const INSERT_TOKEN_SQL: &str = "INSERT INTO admin_tokens (name, role, apps, hash, created_at_ms)
+     VALUES ($1, $2, $3::text::jsonb, $4, $5)";
+
+/// Unchanged tokens are left alone, so a restart with the same configured token bumps no
+/// revision.
+const REPLACE_TOKEN_SQL: &str = "INSERT INTO admin_tokens (name, role, apps, hash, created_at_ms)
+     VALUES ($1, $2, $3::text::jsonb, $4, $5)
+     ON CONFLICT (name) DO UPDATE
+        SET role = EXCLUDED.role, apps = EXCLUDED.apps, hash = EXCLUDED.hash
+        WHERE (admin_tokens.role, admin_tokens.apps, admin_tokens.hash)
+              IS DISTINCT FROM (EXCLUDED.role, EXCLUDED.apps, EXCLUDED.hash)";
+
+/// Runs `sql` ([`INSERT_TOKEN_SQL`] or [`REPLACE_TOKEN_SQL`]) for `token`: the one place the
+/// column list meets its parameters. Answers the rows written.
+fn insert_token(db: &mut Db<'_>, token: &TokenRecord, sql: &'static str) -> StoreResult<u64> {
     let apps = serde_json::to_string(&token.apps).map_err(|e| corrupt("token apps", e))?;
-    tx.execute(
-        &format!(
-            "INSERT INTO admin_tokens (name, role, apps, hash, created_at_ms)
-             VALUES ($1, $2, $3::text::jsonb, $4, $5) {on_conflict}"
-        ),
+    db.execute(
+        sql,
         &[
             &token.name,
             &token.role.as_str(),
@@ -59,9 +62,6 @@ fn insert_token(
         other => other,
     })
 }
-
-const AUDIT_COLUMNS: &str =
-    "id, ts_ms, token, node, method, path, app, details::text, revision, status, code";
 
 fn audit_from_row(r: &Row) -> StoreResult<AuditEntry> {
     let details: String = col(r, 7)?;
@@ -82,9 +82,10 @@ fn audit_from_row(r: &Row) -> StoreResult<AuditEntry> {
 
 impl AccessStore for PgStore {
     fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
-        self.read(|tx| {
-            tx.query(
-                &format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens ORDER BY name"),
+        self.with_db(|db| {
+            db.query(
+                "SELECT name, role, apps::text, hash, created_at_ms, last_used_at_ms
+                   FROM admin_tokens ORDER BY name",
                 &[],
             )
             .map_err(pg_err)?
@@ -95,8 +96,8 @@ impl AccessStore for PgStore {
     }
 
     fn create_token(&self, token: &TokenRecord) -> StoreResult<u64> {
-        let ((), revision) = self.write(|tx, _| {
-            insert_token(tx, token, "")?;
+        let ((), revision) = self.write(|db, _| {
+            insert_token(db, token, INSERT_TOKEN_SQL)?;
             Ok(Outcome::Changed {
                 value: (),
                 app: None,
@@ -106,17 +107,8 @@ impl AccessStore for PgStore {
     }
 
     fn replace_token(&self, token: &TokenRecord) -> StoreResult<bool> {
-        let (changed, _) = self.write(|tx, _| {
-            // Unchanged tokens are left alone, so a restart with the same configured token
-            // bumps no revision.
-            let n = insert_token(
-                tx,
-                token,
-                "ON CONFLICT (name) DO UPDATE
-                   SET role = EXCLUDED.role, apps = EXCLUDED.apps, hash = EXCLUDED.hash
-                   WHERE (admin_tokens.role, admin_tokens.apps, admin_tokens.hash)
-                         IS DISTINCT FROM (EXCLUDED.role, EXCLUDED.apps, EXCLUDED.hash)",
-            )?;
+        let (changed, _) = self.write(|db, _| {
+            let n = insert_token(db, token, REPLACE_TOKEN_SQL)?;
             Ok(if n == 0 {
                 Outcome::Unchanged(false)
             } else {
@@ -130,8 +122,8 @@ impl AccessStore for PgStore {
     }
 
     fn delete_token(&self, name: &str) -> StoreResult<bool> {
-        let (deleted, _) = self.write(|tx, _| {
-            let n = tx
+        let (deleted, _) = self.write(|db, _| {
+            let n = db
                 .execute("DELETE FROM admin_tokens WHERE name = $1", &[&name])
                 .map_err(pg_err)?;
             Ok(if n == 0 {
@@ -148,13 +140,12 @@ impl AccessStore for PgStore {
 
     fn token_used(&self, name: &str, at_ms: u64) -> StoreResult<()> {
         let at = to_i64(at_ms)?;
-        self.with_client(|client| {
-            client
-                .execute(
-                    "UPDATE admin_tokens SET last_used_at_ms = $2 WHERE name = $1",
-                    &[&name, &at],
-                )
-                .map_err(pg_err)?;
+        self.with_db(|db| {
+            db.execute(
+                "UPDATE admin_tokens SET last_used_at_ms = $2 WHERE name = $1",
+                &[&name, &at],
+            )
+            .map_err(pg_err)?;
             Ok(())
         })
     }
@@ -163,14 +154,22 @@ impl AccessStore for PgStore {
         let details = entry.details.to_string();
         let keep = i64::try_from(entries_max.max(1)).unwrap_or(i64::MAX);
         let revision = entry.revision.map(to_i64).transpose()?;
-        self.with_client(|client| {
-            let mut tx = client.transaction().map_err(pg_err)?;
-            let id: i64 = tx
+        // One statement: the insert, and the trim of everything older than the newest
+        // `keep`. Ids come from a sequence, so every entry with an id at or below `id - keep`
+        // is older than the newest `keep` (gaps from rolled-back inserts only keep fewer); the
+        // delete sees the table as it was before the insert, which it would keep anyway.
+        self.with_db(|db| {
+            let id: i64 = db
                 .query_one(
-                    "INSERT INTO audit_log
-                       (ts_ms, token, node, method, path, app, details, revision, status, code)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10)
-                     RETURNING id",
+                    "WITH entry AS (
+                         INSERT INTO audit_log
+                           (ts_ms, token, node, method, path, app, details, revision, status, code)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10)
+                         RETURNING id
+                     ), trimmed AS (
+                         DELETE FROM audit_log WHERE id <= (SELECT id FROM entry) - $11::bigint
+                     )
+                     SELECT id FROM entry",
                     &[
                         &to_i64(entry.ts_ms)?,
                         &entry.token,
@@ -182,34 +181,31 @@ impl AccessStore for PgStore {
                         &revision,
                         &i32::from(entry.status),
                         &entry.code,
+                        &keep,
                     ],
                 )
                 .and_then(|r| r.try_get(0))
                 .map_err(pg_err)?;
-            // Ids come from a sequence, so every entry with an id at or below `id - keep` is
-            // older than the newest `keep` (gaps from rolled-back inserts only keep fewer).
-            tx.execute("DELETE FROM audit_log WHERE id <= $1", &[&(id - keep)])
-                .map_err(pg_err)?;
-            tx.commit().map_err(pg_err)?;
             Ok(to_u64(id))
         })
     }
 
     fn audit(&self, after: Option<u64>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(|tx| {
+        self.with_db(|db| {
             let rows = match after {
-                Some(after) => tx.query(
-                    &format!(
-                        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"
-                    ),
+                Some(after) => db.query(
+                    "SELECT id, ts_ms, token, node, method, path, app, details::text, revision,
+                            status, code
+                       FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
                     &[&to_i64(after)?, &limit],
                 ),
-                None => tx.query(
-                    &format!(
-                        "SELECT * FROM (SELECT {AUDIT_COLUMNS} FROM audit_log
-                         ORDER BY id DESC LIMIT $1) newest ORDER BY id"
-                    ),
+                None => db.query(
+                    "SELECT * FROM (
+                         SELECT id, ts_ms, token, node, method, path, app, details::text,
+                                revision, status, code
+                           FROM audit_log ORDER BY id DESC LIMIT $1
+                     ) AS newest ORDER BY id",
                     &[&limit],
                 ),
             }

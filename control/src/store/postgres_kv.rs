@@ -11,6 +11,9 @@
 //!   than [`IDLE_CHECK_AFTER`] is checked with an empty round trip first, so a server restart
 //!   does not fail the first call on each kept connection. Connection errors are `Unavailable`.
 //!   It never uses [`super::PgStore`]'s admin connection (one, serialised, for catalog writes).
+//!   Each connection keeps the statements it has prepared ([`super::postgres::Conn`]), dropped
+//!   with it: `kv_get` is then one round trip (bind and execute, no planning of new text),
+//!   `kv_set` of an existing key three (begin, upsert, commit).
 //! - `kv_incr` is one `INSERT … ON CONFLICT … DO UPDATE … RETURNING`: PostgreSQL locks the
 //!   row for the update, so concurrent increments from any connection or node serialise on it
 //!   and none is lost; an expired value counts as 0 (and loses its TTL) inside the same
@@ -41,8 +44,10 @@ use parking_lot::{Condvar, Mutex};
 use picloud_core::Limits;
 use picloud_core::services::{KvLimits, KvStore};
 use picloud_core::store::{StoreError, StoreResult};
+use std::sync::atomic::AtomicU64;
+
+use postgres::Config;
 use postgres::error::SqlState;
-use postgres::{Client, Config, Transaction};
 use serde_json::Value;
 
 use super::PgStore;
@@ -50,7 +55,7 @@ use super::kv_common::{
     app_full, app_not_found, check_key, encode_value, expiry, incr_overflow, not_an_integer,
     prefix_upper,
 };
-use super::postgres::{connect, pg_err};
+use super::postgres::{BEGIN, Conn, Db, connect, pg_err};
 
 /// `application_name` of the KV connections (visible in `pg_stat_activity`).
 pub const KV_APPLICATION_NAME: &str = "picloud-kv";
@@ -72,11 +77,14 @@ pub struct PgKv {
     pool: Mutex<Pool>,
     /// Signalled when a connection goes back to the idle list or is forgotten.
     freed: Condvar,
+    /// Round trips made on the pool's connections, for tests and bench/.
+    round_trips: AtomicU64,
 }
 
 struct Pool {
-    /// Connections not in use, with the time each was returned.
-    idle: Vec<(Client, Instant)>,
+    /// Connections not in use (each with its prepared statements), with the time each was
+    /// returned.
+    idle: Vec<(Conn, Instant)>,
     /// Connections open: idle plus in use plus being opened.
     open: usize,
 }
@@ -95,13 +103,13 @@ impl std::fmt::Debug for PgKv {
 /// `Unavailable`, or panicked), the connection is closed and its slot freed.
 struct Lease<'p> {
     kv: &'p PgKv,
-    client: Option<Client>,
+    client: Option<Conn>,
 }
 
 impl Lease<'_> {
     fn give_back(mut self) {
-        if let Some(client) = self.client.take() {
-            if client.is_closed() {
+        if let Some(mut client) = self.client.take() {
+            if client.client().is_closed() {
                 self.kv.forget();
                 return;
             }
@@ -135,7 +143,15 @@ impl PgKv {
                 open: 0,
             }),
             freed: Condvar::new(),
+            round_trips: AtomicU64::new(0),
         }
+    }
+
+    /// Round trips made on the pool's connections (not counting connection set-up), for tests
+    /// and bench/.
+    #[doc(hidden)]
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Connections open now (idle or in use), for tests and metrics.
@@ -159,8 +175,12 @@ impl PgKv {
         loop {
             if let Some((mut client, since)) = pool.idle.pop() {
                 drop(pool);
-                let alive = !client.is_closed()
-                    && (since.elapsed() < IDLE_CHECK_AFTER || client.is_valid(self.wait).is_ok());
+                let alive = !client.client().is_closed()
+                    && (since.elapsed() < IDLE_CHECK_AFTER || {
+                        self.round_trips
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        client.client().is_valid(self.wait).is_ok()
+                    });
                 if alive {
                     return Ok(Lease {
                         kv: self,
@@ -178,7 +198,7 @@ impl PgKv {
                 return match connect(&self.config) {
                     Ok(client) => Ok(Lease {
                         kv: self,
-                        client: Some(client),
+                        client: Some(Conn::new(client)),
                     }),
                     Err(e) => {
                         self.forget();
@@ -196,13 +216,16 @@ impl PgKv {
         }
     }
 
-    /// Runs `f` on a leased connection, giving it back unless the call found it broken.
-    fn with_client<T>(&self, f: impl FnOnce(&mut Client) -> StoreResult<T>) -> StoreResult<T> {
+    /// Runs `f` on a leased connection (its statements prepared once per connection, see
+    /// [`Db`]), giving it back unless the call found it broken.
+    fn with_client<T>(&self, f: impl FnOnce(&mut Db<'_>) -> StoreResult<T>) -> StoreResult<T> {
         let mut lease = self.lease()?;
-        let Some(client) = lease.client.as_mut() else {
+        let Some(conn) = lease.client.as_mut() else {
             return Err(StoreError::Internal("leased no connection".into()));
         };
-        let result = f(client);
+        let mut db = conn.db(&self.round_trips);
+        let result = f(&mut db);
+        drop(db);
         if !matches!(result, Err(StoreError::Unavailable(_))) {
             lease.give_back();
         }
@@ -233,12 +256,7 @@ fn big(v: usize) -> i64 {
 
 /// After a write in `tx` added a row to `app`: under the app's advisory lock, purges the app's
 /// expired rows and refuses (`Invalid`) if more than `keys_max` remain (see module docs).
-fn check_room(
-    tx: &mut Transaction<'_>,
-    app: &str,
-    now_ms: u64,
-    keys_max: usize,
-) -> StoreResult<()> {
+fn check_room(tx: &mut Db<'_>, app: &str, now_ms: u64, keys_max: usize) -> StoreResult<()> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))",
         &[&KV_LOCK_CLASS, &app],
@@ -285,13 +303,13 @@ const INCR_SQL: &str = "INSERT INTO kv AS k (app, key, value, expires_at_ms)
             OR (jsonb_typeof(k.value) = 'number' AND k.value::text ~ '^-?[0-9]+$')
      RETURNING (k.value::text)::bigint, (xmax = 0)";
 
-const LIVE: &str = "(expires_at_ms IS NULL OR expires_at_ms > $3)";
-
 impl KvStore for PgKv {
     fn kv_get(&self, app: &str, key: &str, now_ms: u64) -> StoreResult<Option<Value>> {
+        // One statement, no transaction: one round trip once the connection has it prepared.
         let text: Option<String> = self.with_client(|c| {
             c.query_opt(
-                &format!("SELECT value::text FROM kv WHERE app = $1 AND key = $2 AND {LIVE}"),
+                "SELECT value::text FROM kv WHERE app = $1 AND key = $2
+                   AND (expires_at_ms IS NULL OR expires_at_ms > $3)",
                 &[&app, &key, &ms(now_ms)],
             )
             .map_err(pg_err)?
@@ -317,14 +335,14 @@ impl KvStore for PgKv {
         check_key(key, limits)?;
         let text = encode_value(value, limits)?;
         let expires = expiry(now_ms, ttl_ms).map(ms);
-        self.with_client(|c| {
-            let mut tx = c.transaction().map_err(pg_err)?;
+        self.with_client(|tx| {
+            tx.begin(BEGIN).map_err(pg_err)?;
             let inserted: bool = tx
                 .query_one(SET_SQL, &[&app, &key, &text, &expires])
                 .and_then(|r| r.try_get(0))
                 .map_err(kv_err(app))?;
             if inserted {
-                check_room(&mut tx, app, now_ms, limits.keys_max)?;
+                check_room(tx, app, now_ms, limits.keys_max)?;
             }
             tx.commit().map_err(pg_err)
         })
@@ -335,7 +353,8 @@ impl KvStore for PgKv {
             // An expired row is removed too (its key was written), but was not there to delete.
             let row = c
                 .query_opt(
-                    &format!("DELETE FROM kv WHERE app = $1 AND key = $2 RETURNING {LIVE}"),
+                    "DELETE FROM kv WHERE app = $1 AND key = $2
+                     RETURNING (expires_at_ms IS NULL OR expires_at_ms > $3)",
                     &[&app, &key, &ms(now_ms)],
                 )
                 .map_err(pg_err)?;
@@ -390,8 +409,8 @@ impl KvStore for PgKv {
         limits: &KvLimits,
     ) -> StoreResult<i64> {
         check_key(key, limits)?;
-        self.with_client(|c| {
-            let mut tx = c.transaction().map_err(pg_err)?;
+        self.with_client(|tx| {
+            tx.begin(BEGIN).map_err(pg_err)?;
             let row = tx
                 .query_opt(INCR_SQL, &[&app, &key, &by, &ms(now_ms)])
                 .map_err(|e| {
@@ -407,7 +426,7 @@ impl KvStore for PgKv {
             let sum: i64 = row.try_get(0).map_err(pg_err)?;
             let inserted: bool = row.try_get(1).map_err(pg_err)?;
             if inserted {
-                check_room(&mut tx, app, now_ms, limits.keys_max)?;
+                check_room(tx, app, now_ms, limits.keys_max)?;
             }
             tx.commit().map_err(pg_err)?;
             Ok(sum)

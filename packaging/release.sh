@@ -59,9 +59,14 @@ strip_tool() {
 
 # No path of this machine in the binary (panic locations name source files): the checkout
 # becomes /build/picloud and cargo's home /cargo. Only for the target's crates (with --target,
-# cargo does not pass RUSTFLAGS to build scripts and proc macros, which are not shipped).
+# cargo does not pass target flags to build scripts and proc macros, which are not shipped).
+# Given as the target's `rustflags` config, which cargo joins with .cargo/config.toml's (x86_64:
+# identical code folding); a RUSTFLAGS variable would replace those instead.
 CARGO_HOME_DIR="${CARGO_HOME:-$HOME/.cargo}"
-export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$ROOT=/build/picloud --remap-path-prefix=$CARGO_HOME_DIR=/cargo"
+remap_flags() {
+  printf "target.%s.rustflags=['--remap-path-prefix=%s=/build/picloud', '--remap-path-prefix=%s=/cargo']" \
+    "$1" "$ROOT" "$CARGO_HOME_DIR"
+}
 
 # rhai turns on ahash's compile-time-rng, whose const-random macro bakes random bytes into every
 # build unless CONST_RANDOM_SEED is set: a fixed seed per version keeps builds byte-identical.
@@ -80,7 +85,8 @@ for target in "${TARGETS[@]}"; do
   strip="$(strip_tool "$target")"
   command -v "$strip" >/dev/null || { echo "release: $strip is needed for $target" >&2; exit 1; }
   echo "release: building $target ($PROFILE profile)"
-  cargo build -q --locked --profile "$PROFILE" --target "$target" -p picloud-control --bin picloud
+  cargo build -q --locked --config "$(remap_flags "$target")" \
+    --profile "$PROFILE" --target "$target" -p picloud-control --bin picloud
 
   name="picloud-$VERSION-$target"
   dir="$STAGE/$name"

@@ -8,8 +8,9 @@
 //! PostgreSQL sync daemon ([`sync`]), cron schedules ([`scheduler`]), assembling a node
 //! ([`node`]), the web console served on the admin address ([`dashboard`]),
 //! the command line and the admin-API client behind every client command ([`cli`]), invocation
-//! records: the writer thread between the engines and the store ([`invocations`]), and telling
-//! systemd the node is ready or stopping ([`sd_notify`]).
+//! records: the writer thread between the engines and the store ([`invocations`]), telling
+//! systemd the node is ready or stopping ([`sd_notify`]), and the files built into the binary
+//! compressed ([`packed`]).
 //! Does not own: the data plane (picloud-worker) or the vocabulary (picloud-core). It never runs
 //! a script on a request of its own.
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod dashboard;
 pub mod invocations;
 pub mod node;
+pub mod packed;
 pub mod publish;
 pub mod scheduler;
 pub mod sd_notify;

@@ -43,7 +43,8 @@ enum ControlMsg {
 }
 
 /// The admin API's front-end handler: answers the dashboard's static files itself (on the
-/// connection's coroutine: they need no store, so they never wait behind admin writes), and
+/// connection's coroutine: they need no store, so they never wait behind admin writes; all but
+/// an uncompressed copy, which needs a thread's stack to inflate), and
 /// forwards every other request to the control thread, parking the coroutine until the answer
 /// comes back, so blocking store calls never run on a coroutine.
 struct AdminFrontend {
@@ -387,7 +388,8 @@ fn control_loop(admin: &Admin, rx: &Receiver<ControlMsg>) {
         match msg {
             ControlMsg::Admin(req, reply) => {
                 let resp = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    admin.handle(&req)
+                    // The dashboard answers the front end left us: those it must inflate.
+                    crate::dashboard::serve_inflating(&req).unwrap_or_else(|| admin.handle(&req))
                 })) {
                     Ok(resp) => resp,
                     Err(_) => {
@@ -464,8 +466,9 @@ mod tests {
         }
     }
 
-    /// The dashboard's files never reach the control thread: with no control thread at all
-    /// (its channel closed), they are still served, while an admin call is refused.
+    /// The dashboard's files as a browser fetches them (gzip) never reach the control thread:
+    /// with no control thread at all (its channel closed), they are still served, while an
+    /// admin call is refused.
     #[test]
     fn dashboard_files_are_answered_without_the_control_thread() {
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -473,8 +476,16 @@ mod tests {
         let frontend = AdminFrontend { tx };
         let mut conn = frontend.new_conn();
         for path in ["/", "/assets/main.js", "/assets/app.css"] {
-            let resp = frontend.handle(&mut conn, get(path));
+            let mut req = get(path);
+            req.headers
+                .push(("accept-encoding".into(), "gzip, deflate".into()));
+            let resp = frontend.handle(&mut conn, req);
             assert_eq!(resp.status, 200, "{path}");
+            assert!(
+                resp.headers
+                    .iter()
+                    .any(|(k, v)| k == "content-encoding" && v == "gzip")
+            );
         }
         assert_eq!(frontend.handle(&mut conn, get("/v1/health")).status, 503);
     }

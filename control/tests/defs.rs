@@ -27,7 +27,7 @@ fn the_committed_definitions_are_the_engines() {
         );
     }
     assert_eq!(
-        picloud_control::cli::defs::DEFINITIONS,
+        picloud_control::cli::defs::definitions(),
         generated,
         "the binary embeds the committed file"
     );

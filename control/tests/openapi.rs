@@ -20,7 +20,7 @@ const METHODS: &[&str] = &[
 ];
 
 fn document() -> Value {
-    serde_json::from_str(openapi_document())
+    serde_json::from_str(&openapi_document())
         .unwrap_or_else(|e| panic!("docs/openapi.json is not JSON: {e}"))
 }
 

@@ -9,11 +9,13 @@
 
 use std::process::ExitCode;
 
-/// The definition file, as committed.
-pub const DEFINITIONS: &str = include_str!("../../../docs/picloud.d.rhai");
+/// The definition file, as committed (carried compressed: [`crate::packed`]).
+pub fn definitions() -> String {
+    crate::packed::packed!("picloud.d.rhai.gz").text()
+}
 
 /// Prints the definitions to stdout; nothing can fail but the write (handled by `output`).
 pub fn run() -> ExitCode {
-    super::output::print(DEFINITIONS);
+    super::output::print(&definitions());
     ExitCode::SUCCESS
 }

@@ -4,6 +4,7 @@ directive of caddy/Caddyfile costs what.
 
     python3 bench/frontdoor.py rows     [--runs 5] [--duration 5]
     python3 bench/frontdoor.py ablation [--runs 5] [--duration 5] [--before main]
+    python3 bench/frontdoor.py protections
 
 Layout (2 cores): the upstream (PiCloud with PICLOUD_WORKERS=1, or the bare may_minihttp
 ceiling) on core 0; the proxy (Caddy with GOMAXPROCS=1, or nginx with one worker) and wrk
@@ -22,7 +23,8 @@ group alone. The Caddyfiles are composed from the groups below; the composed "re
 checked (by `caddy adapt`) to give exactly the JSON config that caddy/Caddyfile itself does.
 
 Before any measurement each front door's protections are checked (an oversized head and body
-refused, the admin API not reachable). Prints JSON (summary last); the summary goes to
+refused, the admin API not reachable); `protections` checks only that, plus how long a
+trickled request head is waited for (each front door's read-header timeout, ~10 s each). Prints JSON (summary last); the summary goes to
 bench/NOTES.md by hand.
 """
 from __future__ import annotations
@@ -190,7 +192,27 @@ def raw_status(port: int, head: bytes, body: bytes = b"") -> int | None:
     return int(m.group(1)) if m else None
 
 
-def protections(p: Proxy) -> dict:
+def slow_head_cut_s(port: int, every_s: float = 1.5, max_s: float = 25) -> float | None:
+    """Trickles a request head, one header line every `every_s`; the seconds until the front
+    door closed the connection (None if it still had not after `max_s`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /bench/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        t0 = time.monotonic()
+        s.settimeout(every_s)
+        while time.monotonic() - t0 < max_s:
+            try:
+                s.sendall(b"X-Slow: 1\r\n")
+                if not s.recv(4096):
+                    return round(time.monotonic() - t0, 1)
+            except socket.timeout:
+                continue
+            except OSError:
+                return round(time.monotonic() - t0, 1)
+            return round(time.monotonic() - t0, 1)  # answered (an error status): also cut
+    return None
+
+
+def protections(p: Proxy, slow: bool = False) -> dict:
     """What each front door does with an oversized head, an oversized body and an admin path."""
     host = f"127.0.0.1:{p.port}".encode()
     big_header = b"X-Pad: " + b"a" * 40_000 + b"\r\n"
@@ -209,6 +231,8 @@ def protections(p: Proxy) -> dict:
     out["body_2MB_chunked"] = raw_status(
         p.port, b"POST /bench/json HTTP/1.1\r\nHost: " + host
         + b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", chunk * 32 + b"0\r\n\r\n")
+    if slow:
+        out["slow_head_cut_s"] = slow_head_cut_s(p.port)
     return out
 
 
@@ -239,7 +263,7 @@ def run(variants: dict, workloads: list[str], runs: int, duration: float, warmup
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=["rows", "ablation"])
+    ap.add_argument("mode", choices=["rows", "ablation", "protections"])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--warmup", type=float, default=2)
@@ -258,6 +282,18 @@ def main() -> int:
         started.append(node)
         variants: dict[str, str] = {}
         prot: dict[str, dict] = {}
+        if a.mode == "protections":
+            for p in (Proxy("caddy", node.port, tmp, None, "caddy-repo"),
+                      Proxy("nginx", node.port, tmp, None, "nginx")):
+                p.start()
+                started.append(p)
+                prot[p.name] = protections(p, slow=True)
+                log(f"{p.name} protections: {prot[p.name]}")
+            print(json.dumps({"summary": {"mode": a.mode, "protections": prot,
+                                          "versions": {"caddy": subprocess.run(
+                                              ["caddy", "version"], capture_output=True,
+                                              text=True).stdout.strip()}}}, indent=1))
+            return 0
         if a.mode == "rows":
             ceiling = Target("ceiling", UPSTREAM_CPU)
             ceiling.start()

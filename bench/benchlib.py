@@ -1,9 +1,10 @@
 """Shared plumbing for the bench/ scripts.
 
 Owns: starting and stopping the servers under test (pinned with taskset, own process group,
-always killed on exit), free ports, /proc readings, wrk runs and parsing, PiCloud's admin setup,
-the answer checks, machine description. Does not own: what is measured or how it is reported
-(bench.py, footprint.py).
+always killed on exit), free ports, /proc readings (status, stat, smaps and smaps_rollup),
+wrk runs and parsing, PiCloud's admin setup and deploys, the answer checks, machine
+description. Does not own: what is measured or how it is reported (bench.py, footprint.py,
+idle_rss.py, frontdoor.py, ...).
 
 Only the Python standard library is used, so the harness runs wherever python3 does.
 """

@@ -18,6 +18,18 @@ split, a map of 20 × 500 KB strings, a 1.4 MB JSON response, one that hits the 
 Hello: a fresh node per run (PICLOUD_WORKERS=1, taskset -c 0; wrk 1 thread, 32 connections,
 taskset -c 1, as `metrics_ab.py`), 2 s warm-up, `--duration` s measured. Prints JSON with
 medians; the summary goes to bench/NOTES.md by hand.
+
+Idle RSS after acceptance-style traffic (issue 13 item 7), instead of the above:
+
+    python3 bench/idle_rss.py --acceptance RUNS [--rounds 10] [--clients 4] [--idle-s 30]
+        [--variant VAR=VALUE,...] [--acc-bin BIN]
+
+Each run: a fresh node with default settings; Rss "fresh"; two apps deployed (the scripts in
+ACC_SCRIPTS and examples/json-api); `--clients` threads × `--rounds` × ~40 requests of every
+kind (public hello, json, errors, 404s, 413s, json-api's KV; admin reads, KV, env, checks, the
+dashboard); two redeploys; idle → Rss "after", both split by mapping from /proc/PID/smaps
+(`classify`); then `--idle-s` of idle CPU (ticks, context switches). Each `--variant` (an
+environment) and `--acc-bin` (another build) alternates with the default in every round.
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ import subprocess
 import tempfile
 import time
 
-from benchlib import (BENCH, JSON_BODY, ROOT, NotReady, Server, Target, check_answer, free_port,
+from benchlib import (BENCH, ROOT, NotReady, Server, Target, check_answer, free_port,
                       log, machine_info, run_wrk, wait_quiet)
 
 CADDYFILE = ROOT / "caddy" / "Caddyfile"

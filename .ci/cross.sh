@@ -58,7 +58,7 @@ for target in "${TARGETS[@]}"; do
   tarball="$(ls "$DIST"/dist/picloud-*-"$target".tar.gz)"
   tar -xzf "$tarball" -C "$DIST"
   dir="$DIST/$(basename "$tarball" .tar.gz)"
-  for f in picloud picloud.service picloud.env INSTALL caddy/Caddyfile caddy/Caddyfile.cluster \
+  for f in picloud picloud.service picloud.env INSTALL caddy/Caddyfile caddy/Caddyfile.cluster nginx/picloud.conf \
     examples/hello/picloud.toml examples/hello/hello.rhai; do
     [ -f "$dir/$f" ] || { echo "cross: $tarball has no $f" >&2; exit 1; }
   done

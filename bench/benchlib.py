@@ -1,9 +1,10 @@
-"""Shared plumbing for bench/bench.py and bench/footprint.py.
+"""Shared plumbing for the bench/ scripts.
 
 Owns: starting and stopping the servers under test (pinned with taskset, own process group,
-always killed on exit), free ports, /proc readings, wrk runs and parsing, PiCloud's admin setup,
-the answer checks, machine description. Does not own: what is measured or how it is reported
-(bench.py, footprint.py).
+always killed on exit), free ports, /proc readings (status, stat, smaps and smaps_rollup),
+wrk runs and parsing, PiCloud's admin setup and deploys, the answer checks, machine
+description. Does not own: what is measured or how it is reported (bench.py, footprint.py,
+idle_rss.py, frontdoor.py, ...).
 
 Only the Python standard library is used, so the harness runs wherever python3 does.
 """
@@ -307,6 +308,47 @@ def thread_stats(pid: int) -> dict[int, dict]:
     return stats
 
 
+def smaps_rollup_kib(pid: int) -> dict:
+    """Rss and Anonymous of a process from /proc/PID/smaps_rollup, in KiB."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] in ("Rss:", "Anonymous:"):
+                out[parts[0].rstrip(":").lower() + "_kib"] = int(parts[1])
+    return out
+
+
+def smaps_mappings(pid: int) -> list[dict]:
+    """Every mapping of /proc/PID/smaps: start, end, perms, path ("" if anonymous), and its
+    Size, Rss, Anonymous and Private_Dirty in KiB."""
+    maps: list[dict] = []
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(None, 5)
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                maps.append({"start": start, "end": end, "perms": head[1],
+                             "path": head[5].strip() if len(head) > 5 else ""})
+            elif head[0] in ("Size:", "Rss:", "Anonymous:", "Private_Dirty:"):
+                maps[-1][head[0].rstrip(":").lower() + "_kib"] = int(head[1])
+    return maps
+
+
+def wait_process_idle(pid: int, quiet_s: float = 1.0, max_s: float = 30.0) -> float:
+    """Waits until the process used no CPU tick for `quiet_s`; returns the time waited."""
+    t0 = time.monotonic()
+    last, since = proc_ticks(pid), time.monotonic()
+    while time.monotonic() - t0 < max_s:
+        time.sleep(0.1)
+        now = proc_ticks(pid)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return time.monotonic() - t0
+
+
 # ---------------------------------------------------------------------------------------------
 # HTTP helpers (urllib; keep-alive is not needed for setup and checks)
 
@@ -321,6 +363,16 @@ def http(method: str, url: str, body: bytes | str | None = None, headers: dict |
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def deploy_app(admin_url: str, app: str, bundle: dict, timeout: float = 30) -> dict:
+    """POST /v1/apps/APP/deploy with the bench admin token; the answer, or NotReady."""
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    st, out = http("POST", f"{admin_url}/v1/apps/{app}/deploy", json.dumps(bundle), auth,
+                   timeout=timeout)
+    if st != 200:
+        raise NotReady(f"deploy {app} -> {st} {out[:300]!r}")
+    return json.loads(out)
 
 
 def check_answer(base_url: str, workload: str) -> str | None:

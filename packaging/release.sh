@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Release tarballs: builds the picloud binary for each target, strips it, and packs
 # dist/picloud-VERSION-TARGET.tar.gz with what a node install needs (the binary, the systemd
-# unit, the env file, both Caddyfiles, the hello example, INSTALL), then writes
+# unit, the env file, both Caddyfiles, the nginx site file, the hello example, INSTALL), then writes
 # dist/SHA256SUMS over every tarball in dist/.
 #
 #   packaging/release.sh                        # the three targets, release profile (fat LTO)
@@ -90,11 +90,12 @@ for target in "${TARGETS[@]}"; do
 
   name="picloud-$VERSION-$target"
   dir="$STAGE/$name"
-  mkdir -p "$dir/caddy" "$dir/examples"
+  mkdir -p "$dir/caddy" "$dir/nginx" "$dir/examples"
   cp "$TARGET_DIR/$target/$PROFILE/picloud" "$dir/picloud"
   "$strip" --strip-all "$dir/picloud"
   cp packaging/systemd/picloud.service packaging/picloud.env packaging/INSTALL "$dir/"
   cp caddy/Caddyfile caddy/Caddyfile.cluster "$dir/caddy/"
+  cp packaging/nginx/picloud.conf "$dir/nginx/"
   cp -r examples/hello "$dir/examples/hello"
   chmod 0755 "$dir/picloud"
   find "$dir" -type d -exec chmod 0755 {} +

@@ -308,6 +308,41 @@ def thread_stats(pid: int) -> dict[int, dict]:
     return stats
 
 
+def diff_threads(before: dict, after: dict) -> list[dict]:
+    """Per-thread CPU ticks and context switches between two `thread_stats` reads."""
+    rows = []
+    for tid in sorted(set(before) | set(after)):
+        a = after.get(tid)
+        b = before.get(tid)
+        if a and b:
+            rows.append({"tid": tid, "name": a["name"], "ticks": a["ticks"] - b["ticks"],
+                         "switches": (a["vol"] + a["nonvol"]) - (b["vol"] + b["nonvol"]),
+                         "note": ""})
+        elif a:  # thread born during the window: all of its counts are inside it
+            rows.append({"tid": tid, "name": a["name"], "ticks": a["ticks"],
+                         "switches": a["vol"] + a["nonvol"], "note": "started during window"})
+        else:  # thread ended during the window: what it did after `before` is lost
+            rows.append({"tid": tid, "name": b["name"], "ticks": 0, "switches": 0,
+                         "note": "exited during window (counts lost)"})
+    return rows
+
+
+def idle_window(pid: int, seconds: float) -> dict:
+    """CPU ticks and context switches of every thread of `pid` over `seconds` of sleep: the
+    idle check every benchmark reports (0 ticks is the target)."""
+    before = thread_stats(pid)
+    time.sleep(seconds)
+    after = thread_stats(pid)
+    rows = diff_threads(before, after)
+    return {
+        "seconds": seconds,
+        "threads": len(after),
+        "ticks": sum(r["ticks"] for r in rows),
+        "switches": sum(r["switches"] for r in rows),
+        "per_thread": rows,
+    }
+
+
 def smaps_rollup_kib(pid: int) -> dict:
     """Rss and Anonymous of a process from /proc/PID/smaps_rollup, in KiB."""
     out = {}

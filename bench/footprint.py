@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import (RESULTS, NotReady, Target, log, proc_mem_kib, raise_fd_limit, run_wrk,
+from benchlib import (RESULTS, NotReady, Target, idle_window, log, proc_mem_kib, raise_fd_limit, run_wrk,
                       thread_stats)
 
 TARGETS = {
@@ -40,38 +40,6 @@ TARGETS = {
     "per_conn_kib": 24.0,       # RSS per idle keep-alive connection
     "ready_ms": 100.0,          # spawn -> ready line
 }
-
-
-def _diff_threads(before: dict, after: dict) -> list[dict]:
-    rows = []
-    for tid in sorted(set(before) | set(after)):
-        a = after.get(tid)
-        b = before.get(tid)
-        if a and b:
-            rows.append({"tid": tid, "name": a["name"], "ticks": a["ticks"] - b["ticks"],
-                         "switches": (a["vol"] + a["nonvol"]) - (b["vol"] + b["nonvol"]),
-                         "note": ""})
-        elif a:  # thread born during the window: all of its counts are inside it
-            rows.append({"tid": tid, "name": a["name"], "ticks": a["ticks"],
-                         "switches": a["vol"] + a["nonvol"], "note": "started during window"})
-        else:  # thread ended during the window: what it did after `before` is lost
-            rows.append({"tid": tid, "name": b["name"], "ticks": 0, "switches": 0,
-                         "note": "exited during window (counts lost)"})
-    return rows
-
-
-def idle_window(pid: int, seconds: float) -> dict:
-    before = thread_stats(pid)
-    time.sleep(seconds)
-    after = thread_stats(pid)
-    rows = _diff_threads(before, after)
-    return {
-        "seconds": seconds,
-        "threads": len(after),
-        "ticks": sum(r["ticks"] for r in rows),
-        "switches": sum(r["switches"] for r in rows),
-        "per_thread": rows,
-    }
 
 
 def _read_response(sock: socket.socket, buf: bytearray) -> int:

@@ -43,7 +43,7 @@ import time
 
 from benchlib import (ADMIN_TOKEN, ROOT, Server, deploy_app, free_port, http, machine_info,
                       picloud_bin, picloud_env, run_wrk, smaps_mappings, smaps_rollup_kib,
-                      thread_stats, wait_process_idle)
+                      wait_process_idle, idle_window)
 
 HEAVY = {
     "array": "let a = []; for i in 0..90000 { a.push(i); } a.len()",
@@ -303,17 +303,6 @@ def classify(binary: str, maps: list[dict]) -> dict:
     return out
 
 
-def idle_cpu(pid: int, seconds: float) -> dict:
-    before = thread_stats(pid)
-    time.sleep(seconds)
-    after = thread_stats(pid)
-    ticks = sum(after[t]["ticks"] - before[t]["ticks"] for t in after if t in before)
-    switches = sum(after[t]["vol"] + after[t]["nonvol"] - before[t]["vol"] - before[t]["nonvol"]
-                   for t in after if t in before)
-    return {"seconds": seconds, "threads": len(after), "ticks": ticks, "switches": switches,
-            "threads_changed": sorted(set(after) ^ set(before))}
-
-
 def acceptance_run(binary: str, rounds: int, clients: int, idle_s: float,
                    extra_env: dict | None = None) -> dict:
     """A fresh node with default settings: idle RSS fresh, after the apps are deployed, and
@@ -331,7 +320,7 @@ def acceptance_run(binary: str, rounds: int, clients: int, idle_s: float,
         time.sleep(1)
         after = smaps_rollup_kib(s.pid)
         after_maps = classify(binary, smaps_mappings(s.pid))
-        cpu = idle_cpu(s.pid, idle_s) if idle_s > 0 else None
+        cpu = idle_window(s.pid, idle_s) if idle_s > 0 else None
         return {"env": extra_env or {}, "fresh": fresh, "after": after,
                 "requests": sum(statuses.values()), "statuses": statuses,
                 "traffic_s": round(traffic_s, 2),

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from benchlib import (  # noqa: E402
     ADMIN_TOKEN, BENCH, RESULTS, Server, free_port, http, log, machine_info, picloud_bin,
     picloud_env, run_wrk,
 )
-from footprint import idle_window  # noqa: E402
+from benchlib import idle_window  # noqa: E402
 from sdk import fsync_probe  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

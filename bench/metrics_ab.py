@@ -28,7 +28,7 @@ import time
 
 from pathlib import Path
 
-from benchlib import CpuWatch, Target, machine_info, run_wrk, thread_stats, wait_quiet
+from benchlib import CpuWatch, Target, idle_window, machine_info, run_wrk, wait_quiet
 
 BENCH = Path(__file__).resolve().parent
 
@@ -65,25 +65,15 @@ def idle_check(binary: str, idle_s: float) -> dict:
         r, _ = run_wrk(f"{t.base_url}/bench/hello", 5, 32, 1, latency=False)
         # Connections closed by wrk's exit; let the last replies and closes settle.
         time.sleep(1)
-        before = thread_stats(s.pid)
-        time.sleep(idle_s)
-        after = thread_stats(s.pid)
-        threads = {}
-        for tid, a in after.items():
-            b = before.get(tid)
-            if b is None:
-                continue
-            threads[f"{a['name']}/{tid}"] = {
-                "ticks": a["ticks"] - b["ticks"],
-                "switches": (a["vol"] - b["vol"]) + (a["nonvol"] - b["nonvol"]),
-            }
+        win = idle_window(s.pid, idle_s)
         return {
             "traffic_requests": r.get("requests"),
             "idle_s": idle_s,
-            "threads": len(threads),
-            "ticks": sum(v["ticks"] for v in threads.values()),
-            "switches": sum(v["switches"] for v in threads.values()),
-            "busy_threads": {k: v for k, v in threads.items() if v["ticks"] or v["switches"]},
+            "threads": win["threads"],
+            "ticks": win["ticks"],
+            "switches": win["switches"],
+            "busy_threads": {f"{row['name']}/{row['tid']}": {"ticks": row["ticks"], "switches": row["switches"]}
+                             for row in win["per_thread"] if row["ticks"] or row["switches"]},
         }
     finally:
         t.stop()

@@ -46,6 +46,7 @@ from http.client import HTTPConnection
 
 import footprint
 from benchlib import (ADMIN_TOKEN, CLK_TCK, RESULTS, NotReady, Server, Target, cpu_busy_ticks,
+                      diff_threads,
                       free_port, http, log, picloud_bin, picloud_env, proc_mem_kib, proc_ticks,
                       raise_fd_limit, run_wrk, thread_stats, wait_quiet)
 
@@ -458,13 +459,13 @@ def measure_idle(nodes: dict[str, PgNode], idle_s: float, traffic_s: float) -> d
         res["traffic"][n] = {"seconds": traffic_s, "requests": w["requests"], "non2xx": w["non2xx"]}
     time.sleep(1)
     res["idle_mem"] = {n: proc_mem_kib(node.server.pid) for n, node in nodes.items()}
-    # One window for the three nodes, each read as footprint.idle_window reads one.
+    # One window for the three nodes, each read as benchlib.idle_window reads one.
     before = {n: thread_stats(node.server.pid) for n, node in nodes.items()}
     time.sleep(idle_s)
     after = {n: thread_stats(node.server.pid) for n, node in nodes.items()}
     res["nodes"] = {}
     for n in nodes:
-        rows = footprint._diff_threads(before[n], after[n])
+        rows = diff_threads(before[n], after[n])
         res["nodes"][n] = {"threads": len(after[n]), "ticks": sum(r["ticks"] for r in rows),
                            "switches": sum(r["switches"] for r in rows), "per_thread": rows}
     T = footprint.TARGETS

@@ -59,7 +59,7 @@ import footprint
 import propagation
 from benchlib import (ADMIN_TOKEN, BENCH, CLK_TCK, RESULTS, CpuWatch, NotReady, Server, Target,
                       free_port, http, log, picloud_bin, picloud_env, proc_mem_kib, proc_ticks,
-                      run_wrk, thread_stats, wait_quiet)
+                      run_wrk, thread_stats, wait_quiet, idle_window)
 
 TARGET_LOG_RATIO = 0.95  # issue 5: records cost at most 5 % of hello's throughput
 NOISY_PCT = 5.0          # as bench.py: "other CPU" above this marks a run as disturbed
@@ -508,7 +508,7 @@ def measure_idle(idle_s: float, quiet_s: float = 0) -> dict:
         log(f"sdk/idle: {TRAFFIC_S:g} s of wrk on hello and on incr, then {idle_s:g} s idle")
         time.sleep(1)
         mem = proc_mem_kib(t.server.pid)
-        win = footprint.idle_window(t.server.pid, idle_s)
+        win = idle_window(t.server.pid, idle_s)
         T = footprint.TARGETS
         return {"status": "ok", "date": time.strftime("%Y-%m-%d %H:%M"),
                 "settings": "default settings (no taskset, default workers), records on",

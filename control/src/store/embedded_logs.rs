@@ -98,6 +98,8 @@ impl LogStore for EmbeddedStore {
             let apps = txn.open_table(APPS).map_err(db_err)?;
             let mut rows = txn.open_table(INVOCATIONS).map_err(db_err)?;
             let mut seqs = txn.open_table(INVOCATION_SEQS).map_err(db_err)?;
+            // One buffer for every record's JSON: no allocation per record.
+            let mut json = Vec::with_capacity(512);
             for (app, list) in by_app {
                 // Records of an app deleted since they were made have nowhere to go.
                 if apps.get(app).map_err(db_err)?.is_none() {
@@ -108,10 +110,14 @@ impl LogStore for EmbeddedStore {
                     last = last.checked_add(1).ok_or_else(|| {
                         StoreError::Internal(format!("invocation counter overflow for {app:?}"))
                     })?;
-                    let json = serde_json::to_string(r).map_err(|e| {
+                    json.clear();
+                    serde_json::to_writer(&mut json, r).map_err(|e| {
                         StoreError::Internal(format!("encoding an invocation record: {e}"))
                     })?;
-                    rows.insert((app, last), json.as_str()).map_err(db_err)?;
+                    let text = std::str::from_utf8(&json).map_err(|e| {
+                        StoreError::Internal(format!("encoding an invocation record: {e}"))
+                    })?;
+                    rows.insert((app, last), text).map_err(db_err)?;
                 }
                 seqs.insert(app, last).map_err(db_err)?;
                 if last > keep {

@@ -115,7 +115,7 @@ impl LogStore for EmbeddedStore {
                 let mut last = seqs.get(app).map_err(db_err)?.map_or(0, |g| g.value());
                 for r in list {
                     written += 1;
-                    if written % APPEND_YIELD_EVERY == 0 {
+                    if written.is_multiple_of(APPEND_YIELD_EVERY) {
                         std::thread::yield_now();
                     }
                     last = last.checked_add(1).ok_or_else(|| {

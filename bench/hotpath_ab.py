@@ -32,6 +32,21 @@ from benchlib import CpuWatch, Target, machine_info, run_wrk, wait_quiet
 BENCH = Path(__file__).resolve().parent
 
 
+def thread_ns(pid: int) -> dict[str, int]:
+    """CPU nanoseconds per thread name (schedstat), names with a number folded together."""
+    out: dict[str, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        key = "engine" if name.startswith("picloud-eng") else (
+            "logs" if name == "picloud-logs" else "other")
+        out[key] = out.get(key, 0) + ns
+    return out
+
+
 def one_run(kind: str, binary: str | None, env: dict, workload: str, duration: float) -> dict:
     if binary:
         os.environ["BENCH_PICLOUD_BIN"] = binary
@@ -56,7 +71,9 @@ def one_run(kind: str, binary: str | None, env: dict, workload: str, duration: f
         stat = subprocess.Popen(["perf", "stat", "-x,", "-e", "context-switches",
                                  "-p", str(s.pid)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t0 = thread_ns(s.pid)
         r, _ = run_wrk(url, duration, 32, 1, script=script, cpus="1")
+        t1 = thread_ns(s.pid)
         stat.send_signal(signal.SIGINT)
         _, err = stat.communicate(timeout=30)
         r.update(watch.read())
@@ -68,6 +85,10 @@ def one_run(kind: str, binary: str | None, env: dict, workload: str, duration: f
         if r.get("requests"):
             n = r["requests"]
             r["server_cpu_us_per_req"] = round(r["server_cpu_s"] * 1e6 / n, 2)
+            if kind == "picloud":
+                # Who spent the CPU: the log writer, the engine, the rest (front end, may).
+                for k in ("logs", "engine", "other"):
+                    r[f"{k}_cpu_us_per_req"] = round((t1.get(k, 0) - t0.get(k, 0)) / 1e3 / n, 2)
             if "context-switches" in counts:
                 r["switches_per_req"] = round(counts["context-switches"] / n, 3)
         return r
@@ -117,14 +138,18 @@ def main() -> None:
                 runs[name].append(r)
                 print(f"{wl} {name:<10} {r['rps']:>9.0f} req/s p50 {r['p50_us']:>6.0f} p99 "
                       f"{r['p99_us']:>6.0f} us cpu/req {r.get('server_cpu_us_per_req')} "
-                      f"sw/req {r.get('switches_per_req')} other {r['other_cpu_pct']}%", flush=True)
+                      f"sw/req {r.get('switches_per_req')} logs/eng/rest us "
+                      f"{r.get('logs_cpu_us_per_req')}/{r.get('engine_cpu_us_per_req')}/"
+                      f"{r.get('other_cpu_us_per_req')} other {r['other_cpu_pct']}%", flush=True)
         res = {}
         for name in runs:
             rs = runs[name]
             res[name] = {
                 "median": {k: statistics.median(r[k] for r in rs if r.get(k) is not None)
                            for k in ("rps", "p50_us", "p99_us", "server_cpu_us_per_req",
-                                     "other_cpu_pct", "switches_per_req")
+                                     "other_cpu_pct", "switches_per_req",
+                                     "logs_cpu_us_per_req", "engine_cpu_us_per_req",
+                                     "other_cpu_us_per_req")
                            if any(r.get(k) is not None for r in rs)},
                 "runs": rs, "disturbed": disturbed[name]}
         out["results"][wl] = res

@@ -22,9 +22,9 @@
 //! app's records only the newest `log_records_max` (the older ones would be trimmed by that very
 //! write), so what it holds stays bounded by the apps' bounds, not by the request rate. Measured
 //! on one shared core (hello, 2 vCPU VM): one write per request cost a third of the throughput;
-//! per engine batch of 64 about 12 %; with 50 ms gathering about 5–8 %; writing every 200 ms cuts
-//! the store's share by four again (bench/NOTES.md, issue 13). An idle writer still blocks with
-//! no timer.
+//! per engine batch of 64 about 12 %; with 50 ms gathering about 5–8 %; writing every 200 ms
+//! cut this thread's CPU per request by about 58 % more (bench/NOTES.md, issue 13). An idle
+//! writer still blocks with no timer.
 //!
 //! A write of a thousand records takes a millisecond or two of CPU; on a core shared with the
 //! front end and an engine, every request arriving meanwhile waited for it (hello's p99). The
@@ -52,7 +52,7 @@ use picloud_core::services::{InvocationRecord, InvocationSink, LogStore};
 pub const BATCH_LEN_MAX: usize = 4096;
 
 /// A batch this large means records are streaming in (it is one engine's batch): the writer
-/// then gathers for [`COALESCE`] before writing.
+/// then gathers for up to [`GATHER_MAX`] before writing.
 const BUSY_BATCH_LEN: usize = 64;
 
 /// How often a busy writer drains the queue while it gathers (the queue must not fill up at

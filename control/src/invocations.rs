@@ -17,12 +17,22 @@
 //! hangs must not hang the node's exit; the thread is then left to finish on its own).
 //! Records sent after the thread exited are dropped and counted (their queue has no receiver).
 //!
-//! Under load (a batch of at least [`BUSY_BATCH_LEN`] records) the thread gathers for
-//! [`COALESCE`] before writing, and of each app's records writes only the newest
-//! `log_records_max`: the older ones would be trimmed by that very write. Measured on one
-//! shared core (hello, 2 vCPU VM): one write per request cost a third of the throughput; per
-//! engine batch of 64 about 12 %; with the gathering about 5–8 % (bench/ has the numbers). An idle
+//! Under load (a batch of at least [`BUSY_BATCH_LEN`] records) the thread gathers for up to
+//! [`GATHER_MAX`] before writing, draining the queue every [`COALESCE`] and keeping of each
+//! app's records only the newest `log_records_max` (the older ones would be trimmed by that very
+//! write), so what it holds stays bounded by the apps' bounds, not by the request rate. Measured
+//! on one shared core (hello, 2 vCPU VM): one write per request cost a third of the throughput;
+//! per engine batch of 64 about 12 %; with 50 ms gathering about 5–8 %; writing every 200 ms
+//! cut this thread's CPU per request by about 58 % more (bench/NOTES.md, issue 13). An idle
 //! writer still blocks with no timer.
+//!
+//! A write of a thousand records takes a millisecond or two of CPU; on a core shared with the
+//! front end and an engine, every request arriving meanwhile waited for it (hello's p99). The
+//! embedded store therefore yields the CPU every
+//! [`APPEND_YIELD_EVERY`](crate::store::embedded_logs::APPEND_YIELD_EVERY) records of a write,
+//! so a waiting request thread runs after at most that many. (`SCHED_IDLE` for this thread was
+//! tried first: with two compiler processes on the machine it got almost no CPU, and a test's
+//! 2,000 records were not written within [`STOP_WAIT_MAX`].)
 //!
 //! A failed write is logged (warn, once per outage; info when writes work again) and its batch
 //! dropped and counted: records are diagnostics, and retrying in a loop would hold up newer ones.
@@ -42,12 +52,17 @@ use picloud_core::services::{InvocationRecord, InvocationSink, LogStore};
 pub const BATCH_LEN_MAX: usize = 4096;
 
 /// A batch this large means records are streaming in (it is one engine's batch): the writer
-/// then gathers for [`COALESCE`] before writing.
+/// then gathers for up to [`GATHER_MAX`] before writing.
 const BUSY_BATCH_LEN: usize = 64;
 
-/// How long a busy writer gathers records before a write. Bounds how stale the log is under
-/// load; never armed while idle.
+/// How often a busy writer drains the queue while it gathers (the queue must not fill up at
+/// the highest request rates: 50 ms of 130k req/s is 6,500 records, under the default
+/// `log_queue_len_max` of 8,192). Never armed while idle.
 const COALESCE: Duration = Duration::from_millis(50);
+
+/// How long a busy writer gathers before a write. Bounds how stale the log is under load; never
+/// armed while idle.
+const GATHER_MAX: Duration = Duration::from_millis(200);
 
 /// How long [`LogWriter::stop`] waits for the thread to write what is queued.
 pub const STOP_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -180,6 +195,7 @@ impl LogWriter {
                         counters,
                         queued,
                         failing: false,
+                        trimmed: 0,
                     };
                     writer.run(&records_rx, &shutdown_rx);
                 })?
@@ -249,6 +265,8 @@ struct Writer {
     queued: Arc<AtomicUsize>,
     /// The last write failed: the next failure is not logged again.
     failing: bool,
+    /// Records `trim` left out since the last write (counted with it).
+    trimmed: u64,
 }
 
 impl Writer {
@@ -265,8 +283,22 @@ impl Writer {
                             // covers many engine batches and records an app's bound would
                             // trim at once are never written. Only while busy: an idle writer
                             // blocks above with no timer. Shutdown ends the wait at once.
-                            let _ = shutdown.recv_timeout(COALESCE);
-                            self.fill(&mut batch, records);
+                            let until = std::time::Instant::now() + GATHER_MAX;
+                            loop {
+                                // `stop` drops the sender: the only way this ends early.
+                                let stop = matches!(
+                                    shutdown.recv_timeout(COALESCE),
+                                    Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+                                );
+                                self.fill(&mut batch, records);
+                                self.trim(&mut batch);
+                                if stop
+                                    || batch.len() >= BATCH_LEN_MAX
+                                    || std::time::Instant::now() >= until
+                                {
+                                    break;
+                                }
+                            }
                         }
                         self.write(&mut batch);
                     }
@@ -290,20 +322,8 @@ impl Writer {
     /// Writes and empties `batch`. Of each app's records only the newest `per_app_max` are
     /// written: older ones in the same batch would be trimmed by this very write.
     fn write(&mut self, batch: &mut Vec<InvocationRecord>) {
-        let n = batch.len() as u64;
-        if batch.len() > self.per_app_max {
-            let mut seen: std::collections::HashMap<String, usize> = Default::default();
-            let mut keep = vec![false; batch.len()];
-            for (i, r) in batch.iter().enumerate().rev() {
-                let c = seen.entry(r.app.clone()).or_default();
-                if *c < self.per_app_max {
-                    *c += 1;
-                    keep[i] = true;
-                }
-            }
-            let mut k = keep.into_iter();
-            batch.retain(|_| k.next().unwrap_or(false));
-        }
+        self.trim(batch);
+        let n = batch.len() as u64 + std::mem::take(&mut self.trimmed);
         match self.store.append_invocations(batch, self.per_app_max) {
             Ok(()) => {
                 self.counters.wrote_records(n);
@@ -328,6 +348,36 @@ impl Writer {
 }
 
 impl Writer {
+    /// Keeps of each app's records in `batch` only the newest `per_app_max` (in order): the
+    /// older ones would be trimmed by the write that stores them. Counted with the next write.
+    fn trim(&mut self, batch: &mut Vec<InvocationRecord>) {
+        if batch.len() <= self.per_app_max {
+            return;
+        }
+        let before = batch.len();
+        // The usual case under load: one busy app. Its oldest records go, no hashing.
+        if batch.iter().all(|r| r.app == batch[0].app) {
+            batch.drain(..before - self.per_app_max);
+            self.trimmed += (before - batch.len()) as u64;
+            return;
+        }
+        let keep = {
+            let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+            let mut keep = vec![false; batch.len()];
+            for (i, r) in batch.iter().enumerate().rev() {
+                let c = seen.entry(r.app.as_str()).or_default();
+                if *c < self.per_app_max {
+                    *c += 1;
+                    keep[i] = true;
+                }
+            }
+            keep
+        };
+        let mut k = keep.into_iter();
+        batch.retain(|_| k.next().unwrap_or(false));
+        self.trimmed += (before - batch.len()) as u64;
+    }
+
     /// Moves one queued batch into `batch`.
     fn take(&self, batch: &mut Vec<InvocationRecord>, mut queued: Vec<InvocationRecord>) {
         self.queued.fetch_sub(queued.len(), Ordering::AcqRel);

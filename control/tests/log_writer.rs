@@ -203,3 +203,61 @@ fn stop_writes_what_is_queued_and_later_records_are_dropped() {
     assert_eq!(writer.dropped(), 1);
     assert!(writer.stop(), "stopping twice is harmless");
 }
+
+/// Under load the writer keeps of each app only the newest `log_records_max` records while it
+/// gathers (issue 13): what is stored is exactly the newest ones, in order, and every record is
+/// counted as written (those trimmed before the write with it), none as dropped.
+#[test]
+fn a_busy_writer_keeps_each_apps_newest_records_and_counts_all() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    for app in ["a", "b"] {
+        store.put_app(app, &AppConfig::default()).expect("app");
+    }
+    const KEEP: usize = 50;
+    const BATCHES: usize = 40;
+    const BATCH: usize = 64;
+    let (mut writer, sink) =
+        LogWriter::start(store.clone(), &limits(BATCHES * BATCH * 3, KEEP)).expect("start");
+    // Engine-sized batches: the first of them makes the writer gather. App "a" alone first
+    // (the one-app case), then "a" and "b" interleaved.
+    let mut n = 0;
+    for b in 0..BATCHES {
+        let batch = (0..BATCH)
+            .map(|_| {
+                n += 1;
+                let app = if b < BATCHES / 2 || n % 2 == 0 {
+                    "a"
+                } else {
+                    "b"
+                };
+                record(app, format!("{n}"))
+            })
+            .collect();
+        sink.record_batch(batch);
+    }
+    assert!(writer.stop(), "stopped in time");
+    assert_eq!(
+        (writer.dropped(), writer.written()),
+        (0, (BATCHES * BATCH) as u64)
+    );
+    for app in ["a", "b"] {
+        let got: Vec<u64> = store
+            .invocations(app, None, usize::MAX)
+            .expect("read")
+            .iter()
+            .map(|(_, r)| r.request_id.parse().expect("number"))
+            .collect();
+        assert_eq!(got.len(), KEEP, "app {app}");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "app {app} in order");
+    }
+    // The newest of all is kept.
+    let newest = store.invocations("a", None, 1).expect("read");
+    let newest_b = store.invocations("b", None, 1).expect("read");
+    let last = [&newest, &newest_b]
+        .iter()
+        .filter_map(|v| v.first())
+        .map(|(_, r)| r.request_id.parse::<usize>().expect("number"))
+        .max();
+    assert_eq!(last, Some(BATCHES * BATCH));
+}

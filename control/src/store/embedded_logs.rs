@@ -55,6 +55,12 @@ pub(crate) const INVOCATION_META: TableDefinition<&str, u64> =
     TableDefinition::new("invocation_meta");
 const META_DURABLE_AT_MS: &str = "durable_at_ms";
 
+/// An append yields the CPU (`sched_yield`) after this many records: a batch of a thousand
+/// records costs a millisecond or two, and the writer shares a core with the front end and the
+/// engines, whose requests would otherwise wait for all of it (`crate::invocations`). With
+/// nothing else runnable the yield returns at once.
+pub const APPEND_YIELD_EVERY: usize = 64;
+
 /// Longest time between two durable appends while appends keep coming (see module docs).
 pub const DURABLE_EVERY_MS: u64 = 1_000;
 
@@ -98,6 +104,9 @@ impl LogStore for EmbeddedStore {
             let apps = txn.open_table(APPS).map_err(db_err)?;
             let mut rows = txn.open_table(INVOCATIONS).map_err(db_err)?;
             let mut seqs = txn.open_table(INVOCATION_SEQS).map_err(db_err)?;
+            // One buffer for every record's JSON: no allocation per record.
+            let mut json = Vec::with_capacity(512);
+            let mut written = 0usize;
             for (app, list) in by_app {
                 // Records of an app deleted since they were made have nowhere to go.
                 if apps.get(app).map_err(db_err)?.is_none() {
@@ -105,13 +114,21 @@ impl LogStore for EmbeddedStore {
                 }
                 let mut last = seqs.get(app).map_err(db_err)?.map_or(0, |g| g.value());
                 for r in list {
+                    written += 1;
+                    if written.is_multiple_of(APPEND_YIELD_EVERY) {
+                        std::thread::yield_now();
+                    }
                     last = last.checked_add(1).ok_or_else(|| {
                         StoreError::Internal(format!("invocation counter overflow for {app:?}"))
                     })?;
-                    let json = serde_json::to_string(r).map_err(|e| {
+                    json.clear();
+                    serde_json::to_writer(&mut json, r).map_err(|e| {
                         StoreError::Internal(format!("encoding an invocation record: {e}"))
                     })?;
-                    rows.insert((app, last), json.as_str()).map_err(db_err)?;
+                    let text = std::str::from_utf8(&json).map_err(|e| {
+                        StoreError::Internal(format!("encoding an invocation record: {e}"))
+                    })?;
+                    rows.insert((app, last), text).map_err(db_err)?;
                 }
                 seqs.insert(app, last).map_err(db_err)?;
                 if last > keep {

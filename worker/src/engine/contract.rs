@@ -498,8 +498,10 @@ pub fn to_json_capped(value: &Dynamic, bytes_max: usize) -> Result<Vec<u8>, Scri
         depth: 0,
         failure: &failure,
     };
+    // Room for a small answer up front: growing from empty reallocates four times before
+    // 64 bytes (profile of the json bench, issue 13).
     let mut writer = CappedWriter {
-        bytes: Vec::new(),
+        bytes: Vec::with_capacity(JSON_OUT_BYTES_INITIAL.min(bytes_max)),
         bytes_max,
     };
     match serde_json::to_writer(&mut writer, &out) {
@@ -510,6 +512,9 @@ pub fn to_json_capped(value: &Dynamic, bytes_max: usize) -> Result<Vec<u8>, Scri
             .unwrap_or_else(|| ScriptFailure::script(e.to_string(), None))),
     }
 }
+
+/// First capacity of a JSON response body.
+const JSON_OUT_BYTES_INITIAL: usize = 128;
 
 /// A `Vec` that refuses to grow past `bytes_max` (an I/O error serde_json passes through).
 struct CappedWriter {

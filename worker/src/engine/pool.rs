@@ -1034,6 +1034,7 @@ impl Runner {
                 &self.cache,
                 app,
                 script,
+                &request_id,
                 request,
                 origin,
                 &mut measured,
@@ -1118,16 +1119,18 @@ impl Runner {
     }
 }
 
+// Eight arguments: each is a different borrow of the runner or of the job being run.
+#[allow(clippy::too_many_arguments)]
 fn invoke(
     engines: &mut Engines,
     cache: &AstCache,
     app: &Arc<CatalogApp>,
     script: &CatalogScript,
+    request_id: &str,
     request: ScriptRequest,
     origin: &Origin,
     measured: &mut Measured,
 ) -> Result<Response, ScriptFailure> {
-    let request_id = request.id.clone();
     // Compiles on a miss, here on the engine thread (big stack, off the coroutines).
     let ast = cache
         .get_or_compile(&script.hash, &script.source)
@@ -1184,5 +1187,5 @@ fn invoke(
     if usage.deadline_passed {
         return Err(ScriptFailure::Timeout);
     }
-    contract::to_response(value, &request_id, app.limits.heap_bytes_max)
+    contract::to_response(value, request_id, app.limits.heap_bytes_max)
 }

@@ -55,9 +55,13 @@ pub struct Response {
 impl Response {
     /// A response with a status, one content type and a body.
     pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response {
+        // Room for the `x-request-id` every routed answer gets next, so that push does not
+        // reallocate (one allocation less per request; issue 13's profile).
+        let mut headers = Vec::with_capacity(2);
+        headers.push(("content-type".to_string(), content_type.to_string()));
         Response {
             status,
-            headers: vec![("content-type".to_string(), content_type.to_string())],
+            headers,
             body: body.into(),
         }
     }

@@ -20,7 +20,10 @@ fn main() {
     pack(&docs.join("picloud.d.rhai"), &out.join("picloud.d.rhai.gz"));
     pack(&docs.join("openapi.json"), &out.join("openapi.json.gz"));
 
-    pack_folder(&manifest.join("src/dashboard/assets"), &out.join("dashboard"));
+    pack_folder(
+        &manifest.join("src/dashboard/assets"),
+        &out.join("dashboard"),
+    );
     pack_folder(&manifest.join("src/cli/templates"), &out.join("templates"));
 }
 

@@ -47,14 +47,8 @@ pub const TEMPLATES: &[Template] = &[
         about: "CRUD over kv:: with validation, kv::incr ids, paging (?cursor, ?limit), 201/400/404/409",
         files: &[
             ("README.md", packed!("templates/json-api/README.md.gz")),
-            (
-                "create.rhai",
-                packed!("templates/json-api/create.rhai.gz"),
-            ),
-            (
-                "delete.rhai",
-                packed!("templates/json-api/delete.rhai.gz"),
-            ),
+            ("create.rhai", packed!("templates/json-api/create.rhai.gz")),
+            ("delete.rhai", packed!("templates/json-api/delete.rhai.gz")),
             ("get.rhai", packed!("templates/json-api/get.rhai.gz")),
             ("items.rhai", packed!("templates/json-api/items.rhai.gz")),
             ("list.rhai", packed!("templates/json-api/list.rhai.gz")),
@@ -62,10 +56,7 @@ pub const TEMPLATES: &[Template] = &[
                 "picloud.toml",
                 packed!("templates/json-api/picloud.toml.gz"),
             ),
-            (
-                "update.rhai",
-                packed!("templates/json-api/update.rhai.gz"),
-            ),
+            ("update.rhai", packed!("templates/json-api/update.rhai.gz")),
         ],
     },
     Template {
@@ -73,19 +64,10 @@ pub const TEMPLATES: &[Template] = &[
         about: "GitHub-style HMAC-signed webhook (401 on a bad signature) handing deliveries to a triggered script",
         files: &[
             ("README.md", packed!("templates/webhook/README.md.gz")),
-            (
-                "picloud.toml",
-                packed!("templates/webhook/picloud.toml.gz"),
-            ),
-            (
-                "receive.rhai",
-                packed!("templates/webhook/receive.rhai.gz"),
-            ),
+            ("picloud.toml", packed!("templates/webhook/picloud.toml.gz")),
+            ("receive.rhai", packed!("templates/webhook/receive.rhai.gz")),
             ("record.rhai", packed!("templates/webhook/record.rhai.gz")),
-            (
-                "summary.rhai",
-                packed!("templates/webhook/summary.rhai.gz"),
-            ),
+            ("summary.rhai", packed!("templates/webhook/summary.rhai.gz")),
         ],
     },
     Template {
@@ -93,10 +75,7 @@ pub const TEMPLATES: &[Template] = &[
         about: "URL shortener: expiring links (kv TTLs), 302 redirects, hit counters, stats",
         files: &[
             ("README.md", packed!("templates/shortener/README.md.gz")),
-            (
-                "create.rhai",
-                packed!("templates/shortener/create.rhai.gz"),
-            ),
+            ("create.rhai", packed!("templates/shortener/create.rhai.gz")),
             ("go.rhai", packed!("templates/shortener/go.rhai.gz")),
             ("links.rhai", packed!("templates/shortener/links.rhai.gz")),
             (

@@ -80,7 +80,9 @@ def start(binary: str, trim: str | None, workers: int | None, cpus: str | None,
     return s, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", data
 
 
-def rss_run(binary: str, trim: str | None, burst: int, concurrency: int) -> dict:
+def warmed(binary: str, trim: str | None):
+    """A node with the RSS app installed, warmed by 20 hellos and settled: what both an RSS run
+    and `idle_of` measure from. Returns `start`'s tuple; the caller stops it."""
     s, base, admin, data = start(binary, trim, 2, None)
     try:
         install_rss(admin, dict(HEAVY, hello=HELLO))
@@ -88,6 +90,16 @@ def rss_run(binary: str, trim: str | None, burst: int, concurrency: int) -> dict
             status(f"{base}/rss/hello")
         time.sleep(2)
         wait_process_idle(s.pid)
+    except BaseException:
+        s.stop()
+        data.cleanup()
+        raise
+    return s, base, admin, data
+
+
+def rss_run(binary: str, trim: str | None, burst: int, concurrency: int) -> dict:
+    s, base, admin, data = warmed(binary, trim)
+    try:
         before = smaps_rollup_kib(s.pid)
         names = list(HEAVY)
         statuses: dict[int, int] = {}
@@ -141,13 +153,8 @@ def hello_run(binary: str, trim: str | None, duration: float) -> dict:
 def idle_of(binary: str) -> dict:
     """Idle RSS of `binary` after the same setup and warm-up as an RSS run, no burst (to
     compare two builds, e.g. the cost of Rhai's `metadata` feature)."""
-    s, base, admin, data = start(binary, None, 2, None)
+    s, base, admin, data = warmed(binary, None)
     try:
-        install_rss(admin, dict(HEAVY, hello=HELLO))
-        for _ in range(20):
-            status(f"{base}/rss/hello")
-        time.sleep(2)
-        wait_process_idle(s.pid)
         return dict(smaps_rollup_kib(s.pid), binary=binary)
     finally:
         s.stop()

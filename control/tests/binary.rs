@@ -120,6 +120,26 @@ fn admin(p: &Proc, token: &str, method: &str, path: &str, body: &str) -> support
     )
 }
 
+/// Creates app `app` with one script `script` routed at `METHOD /PATH` (token "t"), asserting
+/// each step's status.
+fn endpoint(p: &Proc, app: &str, script: &str, source: &str, method: &str, path: &str) {
+    assert_eq!(
+        admin(p, "t", "PUT", &format!("/v1/apps/{app}"), "").status,
+        201
+    );
+    let put = admin(
+        p,
+        "t",
+        "PUT",
+        &format!("/v1/apps/{app}/scripts/{script}"),
+        source,
+    );
+    assert_eq!(put.status, 201, "{put:?}");
+    let routes = format!(r#"[{{"method":"{method}","path":"{path}","script":"{script}"}}]"#);
+    let r = admin(p, "t", "PUT", &format!("/v1/apps/{app}/routes"), &routes);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
 #[test]
 fn generated_token_is_printed_once_and_works() {
     let dir = tempfile::tempdir().expect("dir");
@@ -164,17 +184,8 @@ fn generated_token_is_printed_once_and_works() {
 fn sigterm_drains_in_flight_requests_and_exits_0() {
     let dir = tempfile::tempdir().expect("dir");
     let mut p = serve(dir.path(), Some("t"));
-    assert_eq!(admin(&p, "t", "PUT", "/v1/apps/demo", "").status, 201);
     let slow = "let t = timestamp(); while t.elapsed < 0.5 {} \"done\"";
-    assert_eq!(
-        admin(&p, "t", "PUT", "/v1/apps/demo/scripts/slow", slow).status,
-        201
-    );
-    let routes = r#"[{"method":"GET","path":"/slow","script":"slow"}]"#;
-    assert_eq!(
-        admin(&p, "t", "PUT", "/v1/apps/demo/routes", routes).status,
-        200
-    );
+    endpoint(&p, "demo", "slow", slow, "GET", "/slow");
 
     let public = p.public;
     let in_flight = thread::spawn(move || request(public, "GET", "/demo/slow", &[], b""));
@@ -274,17 +285,8 @@ fn acknowledged_kv_writes_survive_kill_9_under_group_commit() {
     for cycle in 0..3 {
         let p = serve_with(dir.path(), Some("t"), &env);
         if cycle == 0 {
-            assert_eq!(admin(&p, "t", "PUT", "/v1/apps/c", "").status, 201);
             let src = "let b = request.json;\nkv::set(b.k, b.v);\n\"ok\"";
-            assert_eq!(
-                admin(&p, "t", "PUT", "/v1/apps/c/scripts/set", src).status,
-                201
-            );
-            let routes = r#"[{"method":"POST","path":"/set","script":"set"}]"#;
-            assert_eq!(
-                admin(&p, "t", "PUT", "/v1/apps/c/routes", routes).status,
-                200
-            );
+            endpoint(&p, "c", "set", src, "POST", "/set");
         } else {
             check_kv_after_kill(&p, &acked, &in_flight, seed);
         }
